@@ -1,0 +1,74 @@
+"""The configuration of one trial: every value fixed, per-layer values expanded to one per layer.
+
+A :class:`SearchSpace` turns an Optuna trial into a :class:`TrialConfig` (``space.suggest(trial)``) or a
+plain dict of parameters into one (``space.config_from_params(params)``); the model builders and the
+training loop read only this object, never the YAML.
+
+Example:
+    >>> cfg = ModelConfig(family="mlp", depth=2, width=(500, 500), dropout=(0.2, 0.2))
+    >>> cfg.width[1]
+    500
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model's architecture.
+
+    ``width``, ``kernel_size`` and ``dropout`` hold one value per layer (``len == depth``); for a ``cnn``
+    ``dropout`` has a single value, applied before the output layer (after the dense head).
+    """
+
+    family: str  # "cnn" | "mlp"
+    depth: int
+    width: tuple[int, ...]
+    dropout: tuple[float, ...] = ()
+    activation: str = "relu"
+    kernel_size: tuple[int, ...] = ()  # cnn only
+    dense_units: int | None = None  # cnn only: units of the dense head; None or 0 means no head
+    padding: str = "same"  # cnn only
+    pool_size: int = 2  # cnn only: max-pool after every conv block; 1 means no pooling
+    batch_norm: bool = False
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random input transformations applied while training (Keras preprocessing layers); 0 turns one off."""
+
+    rotation: float = 0.0  # fraction of a full turn, as keras.layers.RandomRotation
+    shift: float = 0.0  # fraction of height and width, as keras.layers.RandomTranslation
+    zoom: float = 0.0  # fraction, as keras.layers.RandomZoom
+    flip: bool = False  # horizontal flips (not for digits)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rotation or self.shift or self.zoom or self.flip)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained."""
+
+    epochs: int
+    batch_size: int = 128
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop | nadam | adagrad
+    learning_rate: float = 1e-3
+    momentum: float = 0.0  # sgd and rmsprop only
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
+    chance_epochs: int = 2  # stop a trial still at chance accuracy after this many epochs; 0 never
+    early_stopping: int = 0  # patience in epochs on the objective metric; 0 never
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial trains: its model, its training, and the Optuna parameters it came from."""
+
+    model: ModelConfig
+    train: TrainConfig
+    params: dict[str, Any] = field(default_factory=dict)  # the trial's active parameters, by key path

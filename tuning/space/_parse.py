@@ -1,0 +1,646 @@
+"""Turn a plain dict (from YAML or Python) into the parts of a :class:`SearchSpace`, collecting every problem.
+
+Nothing stops at the first mistake: each check appends a :class:`SpaceError` (key path, what was received,
+what is allowed, a fix) and :func:`parse` raises them together with ``SpaceError.collect``.
+
+Example:
+    >>> parts = parse({"model": {"family": "mlp"}, "train": {"epochs": 2}})
+    >>> parts.specs["model.width"]
+    Fixed(value=128)
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from tuning.errors import SpaceError
+from tuning.space import _schema as S
+from tuning.space._sections import DataSpec, Objective, StudySpec
+from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched
+
+_BAD: Any = object()  # a value that failed its checks (the error is already recorded)
+
+_CNN_NOUNS = {"kernel_size": "kernels", "dense_units": "a dense head", "padding": "padding", "pool_size": "pooling"}
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The validated parts of a space."""
+
+    data: DataSpec
+    specs: dict[str, AnySpec]
+    objectives: tuple[Objective, ...]
+    study: StudySpec
+
+
+class _Errors(list):
+    def add(self, path: str, problem: str, fix: str | None = None, **received: Any) -> None:
+        self.append(SpaceError(path, problem, fix=fix, **received))
+
+
+def parse(d: Any, source: str | None = None) -> Parsed:
+    """Validate ``d`` and return its parts; raise one :class:`SpaceError` listing every problem."""
+    errs = _Errors()
+    if not isinstance(d, Mapping):
+        errs.add("", "a search space must be a mapping of sections (data, model, train, objective, study)",
+                 received=type(d).__name__, fix="start the file with `model:` and `train:` sections")
+        raise SpaceError.collect(errs, source=source)
+    for name in d:
+        if name not in S.SECTIONS:
+            _unknown(errs, str(name), name, S.SECTIONS)
+    data = _data(_section(d, "data", errs), errs)
+    broken: set[str] = set()
+    specs = _model(d, errs, broken)
+    specs.update(_train(d, errs, broken))
+    _check_layers(specs, errs)
+    objectives = _objectives(d.get("objective"), errs)
+    study = _study(_section(d, "study", errs), objectives, specs, broken, source, errs)
+    if errs:
+        raise SpaceError.collect(list(errs), source=source)
+    return Parsed(data, specs, objectives, study)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _did_you_mean(name: str, candidates: Sequence[str]) -> str | None:
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _unknown(errs: _Errors, path: str, name: Any, allowed: Sequence[str], where: str = "") -> None:
+    guess = _did_you_mean(str(name), allowed)
+    hint = f"did you mean `{guess}`? " if guess else ""
+    errs.add(path, f"unknown key{' in ' + where if where else ''}",
+             fix=f"{hint}allowed keys: {', '.join(allowed)}")
+
+
+def _section(d: Mapping[str, Any], name: str, errs: _Errors) -> Mapping[str, Any]:
+    raw = d.get(name)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        errs.add(name, "must be a mapping of keys", received=raw, fix=f"write `{name}:` followed by indented keys")
+        return {}
+    return raw
+
+
+def _parse_number(text: str) -> int | float | None:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def scalar(key: S.Key, value: Any, path: str, errs: _Errors) -> Any:
+    """Check and normalise one value of ``key`` (numbers written as strings like ``'1e-4'`` are read)."""
+    if value is None:
+        if key.nullable:
+            return None
+        errs.add(path, f"must be {key.limits()}, not empty", received="null", fix="write a value after the colon")
+        return _BAD
+    if key.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        errs.add(path, "must be true or false", received=value, fix="write true or false")
+        return _BAD
+    if key.kind == "str":
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str) or not value:
+            errs.add(path, f"must be {key.limits() if key.choices else 'a non-empty string'}", received=value,
+                     fix="write a single word" if key.choices else "write a string")
+            return _BAD
+        if key.choices and value not in key.choices:
+            guess = _did_you_mean(value, key.choices)
+            errs.add(path, f"must be {key.limits()}", received=value,
+                     fix=f"did you mean `{guess}`?" if guess else f"pick one of {', '.join(key.choices)}")
+            return _BAD
+        return value
+    # int or float
+    if isinstance(value, bool):
+        errs.add(path, f"must be {key.limits()}, not a boolean", received=value,
+                 fix="write a number (YAML reads yes/no/on/off/true/false as booleans)")
+        return _BAD
+    number: Any = value
+    if isinstance(value, str):
+        number = _parse_number(value)
+        if number is None:
+            errs.add(path, f"must be {key.limits()}", received=value, fix="write a number such as 3, 0.5 or 1e-4")
+            return _BAD
+    elif not isinstance(value, int | float):
+        errs.add(path, f"must be {key.limits()}", received=value,
+                 fix="write one number here" if not isinstance(value, Mapping | list) else
+                 "this key takes one number (it is not searchable here)")
+        return _BAD
+    if key.kind == "int":
+        if isinstance(number, float):
+            if isinstance(value, str) and number.is_integer():
+                number = int(number)
+            else:
+                whole = math.isfinite(number) and number.is_integer()
+                fix = f"write {int(number)}" if whole else "write a whole number"
+                errs.add(path, f"must be {key.limits()}", received=value, fix=fix)
+                return _BAD
+    else:
+        number = float(number)
+        if not math.isfinite(number):
+            errs.add(path, f"must be {key.limits()}, a finite number", received=value, fix="write a finite number")
+            return _BAD
+    if not key.contains(number):
+        errs.add(path, f"must be {key.limits()}", received=value, fix=f"use a value {key.limits().split(' ', 2)[-1]}")
+        return _BAD
+    return number
+
+
+def _max_depth(spec: AnySpec | None) -> int | None:
+    if isinstance(spec, Fixed):
+        return spec.value
+    if isinstance(spec, Searched):
+        d = spec.distribution
+        return int(max(d.choices)) if isinstance(d, CategoricalDistribution) else int(d.high)  # type: ignore[attr-defined]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- value specs
+
+
+def spec(key: S.Key, raw: Any, path: str, errs: _Errors, family: str | None) -> AnySpec | Any:
+    """Parse one searchable value: scalar → Fixed, list → choice, {low, high} → range, per_layer / layers."""
+    if isinstance(raw, Mapping) and ("per_layer" in raw or "layers" in raw):
+        return _per_layer(key, raw, path, errs, family)
+    return _simple(key, raw, path, errs)
+
+
+def _simple(key: S.Key, raw: Any, path: str, errs: _Errors) -> Fixed | Searched | Any:
+    if isinstance(raw, Mapping):
+        return _range(key, raw, path, errs)
+    if isinstance(raw, list | tuple):
+        return _choice(key, raw, path, errs)
+    value = scalar(key, raw, path, errs)
+    return _BAD if value is _BAD else Fixed(value)
+
+
+def _choice(key: S.Key, raw: Sequence[Any], path: str, errs: _Errors) -> Searched | Any:
+    if not raw:
+        errs.add(path, "an empty list has nothing to choose from", received=[],
+                 fix="list at least one value, or write a single value")
+        return _BAD
+    values: list[Any] = []
+    ok = True
+    for i, item in enumerate(raw):
+        p = f"{path}[{i}]"
+        if isinstance(item, Mapping | list | tuple):
+            errs.add(p, "a choice must be a single value", received=item,
+                     fix="write a flat list such as [16, 32, 64]")
+            ok = False
+            continue
+        value = scalar(key, item, p, errs)
+        if value is _BAD:
+            ok = False
+        elif value in values and any(type(v) is type(value) for v in values if v == value):
+            errs.add(p, "appears twice in the list", received=item, fix="remove the duplicate")
+            ok = False
+        else:
+            values.append(value)
+    return Searched(CategoricalDistribution(tuple(values))) if ok else _BAD
+
+
+def _range(key: S.Key, raw: Mapping[str, Any], path: str, errs: _Errors) -> Searched | Any:
+    if key.kind not in ("int", "float"):
+        errs.add(path, f"a range {{low, high}} needs a numeric key; this key takes {key.limits()}",
+                 received=dict(raw), fix="list the values to try instead, e.g. [a, b]")
+        return _BAD
+    allowed = ("low", "high", "step", "log")
+    ok = True
+    for name in raw:
+        if name not in allowed:
+            extra = ("per_layer", "layers") if key.per_layer else ()
+            _unknown(errs, f"{path}.{name}", name, allowed + extra, where="a range")
+            ok = False
+    for bound in ("low", "high"):
+        if bound not in raw:
+            errs.add(path, f"a range needs `{bound}`", received=dict(raw),
+                     fix="write {low: ..., high: ...}, a list of values, or a single value")
+            ok = False
+    if not ok:
+        return _BAD
+    low = scalar(key, raw["low"], f"{path}.low", errs)
+    high = scalar(key, raw["high"], f"{path}.high", errs)
+    step: Any = None
+    if raw.get("step") is not None:
+        step_key = S.Key("int", low=1) if key.kind == "int" else S.Key("float", low=0, low_open=True)
+        step = scalar(step_key, raw["step"], f"{path}.step", errs)
+    log = raw.get("log", False)
+    if not isinstance(log, bool):
+        errs.add(f"{path}.log", "must be true or false", received=log, fix="write log: true")
+        return _BAD
+    if _BAD in (low, high, step):
+        return _BAD
+    if low is None or high is None:
+        errs.add(path, "a range needs numbers for low and high", received=dict(raw), fix="write both bounds")
+        return _BAD
+    if low > high:
+        errs.add(f"{path}.low", "low must not exceed high", received=f"low={low}, high={high}",
+                 fix="swap low and high")
+        return _BAD
+    if log and low <= 0:
+        errs.add(f"{path}.low", "a log range needs low > 0", received=low,
+                 fix="raise low above 0, or remove `log: true`")
+        return _BAD
+    if log and step is not None:
+        errs.add(f"{path}.log", "log and step cannot be combined", received=f"log=true, step={step}",
+                 fix="remove `step`, or remove `log: true`")
+        return _BAD
+    if step is not None:
+        n = (high - low) / step
+        if not math.isclose(n, round(n), abs_tol=1e-8):
+            fitted = low + math.floor(n + 1e-8) * step
+            errs.add(f"{path}.step", "high - low must be a whole number of steps", received=step,
+                     fix=f"set high to {fitted:g} or pick a step that divides {high - low:g}")
+            return _BAD
+    if key.kind == "int":
+        return Searched(IntDistribution(int(low), int(high), log=log, step=int(step or 1)))
+    return Searched(FloatDistribution(float(low), float(high), log=log, step=step))
+
+
+def _per_layer(key: S.Key, raw: Mapping[str, Any], path: str, errs: _Errors, family: str | None) -> Any:
+    name = path.rsplit(".", 1)[-1]
+    if family is not None and family not in key.per_layer:
+        if name == "dropout":
+            errs.add(path, "a cnn has one dropout (before the output layer); per-layer dropout is for an mlp",
+                     received=dict(raw), fix="write one value, a list or a range, or set family: mlp")
+        else:
+            errs.add(path, "cannot vary per layer", received=dict(raw), fix="write one value, a list or a range")
+        return _BAD
+    if "per_layer" in raw and "layers" in raw or len(raw) != 1:
+        errs.add(path, "write either {per_layer: <spec>} or {layers: [<spec>, ...]}, with nothing else",
+                 received=dict(raw), fix="keep only one of per_layer and layers")
+        return _BAD
+    if "per_layer" in raw:
+        inner = raw["per_layer"]
+        p = f"{path}.per_layer"
+        if isinstance(inner, Mapping) and ("per_layer" in inner or "layers" in inner):
+            errs.add(p, "per_layer cannot be nested", received=dict(inner), fix="write per_layer: [16, 32, 64]")
+            return _BAD
+        one = _simple(key, inner, p, errs)
+        return _BAD if one is _BAD else PerLayer("per_layer", (one,))
+    layers = raw["layers"]
+    p = f"{path}.layers"
+    if not isinstance(layers, list | tuple) or not layers:
+        errs.add(p, "must be a non-empty list with one spec per layer", received=layers,
+                 fix="write layers: [32, 64] (each item a value, a list or a range)")
+        return _BAD
+    specs = []
+    for i, item in enumerate(layers):
+        if isinstance(item, Mapping) and ("per_layer" in item or "layers" in item):
+            errs.add(f"{p}[{i}]", "a layer's spec cannot be per_layer or layers", received=dict(item),
+                     fix="write a value, a list or a range")
+            specs.append(_BAD)
+            continue
+        specs.append(_simple(key, item, f"{p}[{i}]", errs))
+    return _BAD if _BAD in specs else PerLayer("layers", tuple(specs))
+
+
+# ----------------------------------------------------------------------------------------------- sections
+
+
+def _data(raw: Mapping[str, Any], errs: _Errors) -> DataSpec:
+    values: dict[str, Any] = {}
+    for name in raw:
+        if name not in S.DATA:
+            _unknown(errs, f"data.{name}", name, tuple(S.DATA), where="data")
+    for name, key in S.DATA.items():
+        path = f"data.{name}"
+        if name not in raw:
+            values[name] = key.default
+            continue
+        value = raw[name]
+        if isinstance(value, Mapping | list | tuple):
+            errs.add(path, "data values are fixed, not searchable", received=value, fix="write one value")
+            continue
+        checked = scalar(key, value, path, errs)
+        if checked is not _BAD:
+            values[name] = checked
+    if values.get("dataset") == "npz" and not values.get("path") and "path" in values:
+        errs.add("data.path", "required when dataset is npz", received="null",
+                 fix="set path to an .npz file with x_train, y_train, x_test, y_test")
+    return DataSpec(**{k: values.get(k, S.DATA[k].default) for k in S.DATA})
+
+
+def _model(d: Mapping[str, Any], errs: _Errors, broken: set[str]) -> dict[str, AnySpec]:
+    if "model" not in d:
+        errs.add("model", "required section is missing", fix="add `model: {family: cnn}` (or family: mlp)")
+        broken.update(f"model.{k}" for k in S.MODEL)
+        return {}
+    raw = _section(d, "model", errs)
+    family: str | None = None
+    if "family" not in raw:
+        if d.get("model") is None or isinstance(d.get("model"), Mapping):
+            errs.add("model.family", "required", fix="add `family: cnn` or `family: mlp`")
+    elif isinstance(raw["family"], list | tuple | Mapping):
+        errs.add("model.family", "is fixed: one study tunes one family", received=raw["family"],
+                 fix="write family: cnn or family: mlp, and run one study per family")
+    else:
+        checked = scalar(S.MODEL["family"], raw["family"], "model.family", errs)
+        family = None if checked is _BAD else checked
+    for name in raw:
+        key = S.MODEL.get(name)
+        if key is None:
+            _unknown(errs, f"model.{name}", name, tuple(S.MODEL), where="model")
+        elif family is not None and family not in key.families:
+            errs.add(f"model.{name}", f"only a cnn has {_CNN_NOUNS.get(name, name)}; family is {family}",
+                     fix="remove it or set family: cnn")
+    return _keys("model", S.MODEL, raw, family, errs, broken)
+
+
+def _keys(prefix: str, table: Mapping[str, S.Key], raw: Mapping[str, Any], family: str | None, errs: _Errors,
+          broken: set[str]) -> dict[str, AnySpec]:
+    specs: dict[str, AnySpec] = {}
+    for name, key in table.items():
+        path = f"{prefix}.{name}"
+        if family is not None and family not in key.families or family is None and key.families != S.ALL_FAMILIES:
+            continue
+        if name not in raw:
+            if key.required:
+                if prefix != "model":  # model.family is reported by _model
+                    errs.add(path, "required", fix="add it, e.g. `epochs: 5` or `epochs: {low: 2, high: 10}`")
+                broken.add(path)
+            else:
+                specs[path] = Fixed(key.default_for(family))
+            continue
+        value = raw[name]
+        if not key.searchable and isinstance(value, Mapping | list | tuple):
+            if name != "family":
+                errs.add(path, "is fixed, not searchable", received=value, fix="write one value")
+            broken.add(path)
+            continue
+        parsed = spec(key, value, path, errs, family)
+        if parsed is _BAD:
+            broken.add(path)
+        else:
+            specs[path] = parsed
+    return specs
+
+
+def _train(d: Mapping[str, Any], errs: _Errors, broken: set[str]) -> dict[str, AnySpec]:
+    if "train" not in d:
+        errs.add("train", "required section is missing", fix="add `train: {epochs: 5}`")
+        broken.update(f"train.{k}" for k in S.TRAIN)
+        return {}
+    raw = _section(d, "train", errs)
+    for name in raw:
+        if name not in S.TRAIN and name != "augmentation":
+            _unknown(errs, f"train.{name}", name, (*S.TRAIN, "augmentation"), where="train")
+    specs = _keys("train", S.TRAIN, raw, None, errs, broken)
+    aug = raw.get("augmentation") or {}
+    if not isinstance(aug, Mapping):
+        errs.add("train.augmentation", "must be a mapping of rotation, shift, zoom, flip", received=aug,
+                 fix="write augmentation: {rotation: 0.05, shift: 0.1}")
+        aug = {}
+    for name in aug:
+        if name not in S.AUGMENTATION:
+            _unknown(errs, f"train.augmentation.{name}", name, tuple(S.AUGMENTATION), where="augmentation")
+    specs.update(_keys("train.augmentation", S.AUGMENTATION, aug, None, errs, broken))
+    return specs
+
+
+def _check_layers(specs: dict[str, AnySpec], errs: _Errors) -> None:
+    deepest = _max_depth(specs.get("model.depth"))
+    if deepest is None:
+        return
+    for path, s in specs.items():
+        if isinstance(s, PerLayer) and s.mode == "layers" and len(s.specs) < deepest:
+            errs.add(f"{path}.layers", f"gives {len(s.specs)} layer(s) but model.depth can reach {deepest}",
+                     received=len(s.specs), fix="add a spec for every layer, or lower model.depth")
+
+
+def _objectives(raw: Any, errs: _Errors) -> tuple[Objective, ...]:
+    if raw is None:
+        return (Objective("val_accuracy", "maximize"),)
+    items = list(raw) if isinstance(raw, list | tuple) else [raw]
+    if not items:
+        errs.add("objective", "an empty list names no objective", received=[], fix="write objective: val_accuracy")
+        return ()
+    out: list[Objective] = []
+    for i, item in enumerate(items):
+        path = f"objective[{i}]" if isinstance(raw, list | tuple) else "objective"
+        direction = None
+        if isinstance(item, Mapping):
+            for name in item:
+                if name not in ("metric", "direction"):
+                    _unknown(errs, f"{path}.{name}", name, ("metric", "direction"), where="an objective")
+            if "metric" not in item:
+                errs.add(path, "needs a metric", received=dict(item), fix="write {metric: val_accuracy}")
+                continue
+            metric = item["metric"]
+            direction = item.get("direction")
+            mpath = f"{path}.metric"
+        else:
+            metric, mpath = item, path
+        metric = scalar(S.Key("str", choices=S.METRICS), metric, mpath, errs)
+        if direction is not None:
+            direction = scalar(S.Key("str", choices=S.DIRECTIONS), direction, f"{path}.direction", errs)
+        if _BAD in (metric, direction):
+            continue
+        if direction is None:
+            direction = "maximize" if metric.endswith("accuracy") else "minimize"
+        if any(o.metric == metric for o in out):
+            errs.add(path, "duplicate metric: each objective must be a different metric", received=metric,
+                     fix="remove the duplicate")
+            continue
+        out.append(Objective(metric, direction))
+    return tuple(out)
+
+
+def _typed(raw: Any, names: Sequence[str], path: str, errs: _Errors) -> dict[str, Any] | None:
+    if raw is None and "none" in names:
+        return {"type": "none"}
+    if isinstance(raw, Mapping):
+        if "type" not in raw:
+            errs.add(path, "a mapping needs `type`", received=dict(raw), fix=f"write {{type: {names[0]}, ...}}")
+            return None
+        kind = scalar(S.Key("str", choices=tuple(names)), raw["type"], f"{path}.type", errs)
+        return None if kind is _BAD else {"type": kind, **{str(k): v for k, v in raw.items() if k != "type"}}
+    kind = scalar(S.Key("str", choices=tuple(names)), raw, path, errs)
+    return None if kind is _BAD else {"type": kind}
+
+
+def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dict[str, AnySpec], broken: set[str],
+           source: str | None, errs: _Errors) -> StudySpec:
+    allowed = S.STUDY_ORDER
+    for name in raw:
+        if name not in allowed:
+            _unknown(errs, f"study.{name}", name, allowed, where="study")
+    values: dict[str, Any] = {}
+    for name, key in S.STUDY.items():
+        if name not in raw:
+            continue
+        if isinstance(raw[name], Mapping | list | tuple):
+            errs.add(f"study.{name}", "takes one value", received=raw[name], fix="write one value")
+            continue
+        checked = scalar(key, raw[name], f"study.{name}", errs)
+        if checked is not _BAD:
+            values[name] = checked
+    if values.get("name") is None:
+        values["name"] = Path(source).stem if source else "tuning"
+    sampler = _typed(raw.get("sampler", "tpe"), S.SAMPLERS, "study.sampler", errs)
+    pruner = _typed(raw.get("pruner", "median"), S.PRUNERS, "study.pruner", errs)
+    if pruner is not None and len(objectives) > 1 and pruner["type"] != "none":
+        if "pruner" in raw:
+            errs.add("study.pruner", "Optuna cannot prune a multi-objective study", received=pruner["type"],
+                     fix="set pruner: none, or keep one objective")
+        else:
+            pruner = {"type": "none"}
+    if sampler is not None and sampler["type"] == "grid":
+        _check_grid(specs, errs)
+    enqueue = _enqueue(raw.get("enqueue"), specs, broken, errs)
+    return StudySpec(sampler=sampler or {"type": "tpe"}, pruner=pruner or {"type": "median"}, enqueue=enqueue,
+                     **values)
+
+
+def _check_grid(specs: dict[str, AnySpec], errs: _Errors) -> None:
+    for path, s in specs.items():
+        inner = s.specs if isinstance(s, PerLayer) else (s,)
+        if any(isinstance(x, Searched) and x.grid_values() is None for x in inner):
+            errs.add(path, "the grid sampler needs a step on every float range", received=s.to_yaml(),
+                     fix="add `step:` to the range, list the values, or use another sampler")
+
+
+# ----------------------------------------------------------------------------------------------- enqueue
+
+
+def _enqueue(raw: Any, specs: dict[str, AnySpec], broken: set[str], errs: _Errors) -> tuple[dict[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple):
+        errs.add("study.enqueue", "must be a list of mappings (parameter name: value)", received=raw,
+                 fix="write enqueue: [{model.depth: 2, train.learning_rate: 0.001}]")
+        return ()
+    names = list(parameter_names(specs)) + [p for p, s in specs.items() if not isinstance(s, Fixed)]
+    depth_spec = specs.get("model.depth")
+    deepest = _max_depth(depth_spec)
+    out: list[dict[str, Any]] = []
+    for k, entry in enumerate(raw):
+        base = f"study.enqueue[{k}]"
+        if not isinstance(entry, Mapping):
+            errs.add(base, "must be a mapping of parameter names to values", received=entry,
+                     fix="write {model.depth: 2, model.width: [32, 64]}")
+            continue
+        params: dict[str, Any] = {}
+        depth = depth_spec.value if isinstance(depth_spec, Fixed) else None
+        if "model.depth" in entry and depth_spec is not None:
+            got = _one(params, "model.depth", entry["model.depth"], depth_spec, f"{base}.model.depth", errs)
+            if got is not _BAD:
+                depth = got
+        for key, value in entry.items():
+            path = f"{base}.{key}"
+            if key == "model.depth":
+                continue
+            if not isinstance(key, str):
+                errs.add(path, "a parameter name must be a string", received=key, fix="write model.depth, ...")
+                continue
+            layer = re.fullmatch(r"(.+)\.(\d+)", key)
+            if key in broken or (layer and layer[1] in broken):
+                continue
+            s = specs.get(key)
+            if isinstance(s, PerLayer):
+                values = list(value) if isinstance(value, list | tuple) else None
+                if values is None:
+                    n = depth if depth is not None else deepest
+                    for i in range(1, (n or 0) + 1):
+                        if _layer(params, key, i, value, s, path, errs) is _BAD:
+                            break
+                elif not values:
+                    errs.add(path, "an empty list gives no layer", received=[], fix="give one value per layer")
+                elif depth is not None and len(values) != depth:
+                    errs.add(path, f"gives {len(values)} value(s) but the entry's depth is {depth}",
+                             received=value, fix="give one value per layer")
+                elif deepest is not None and len(values) > deepest:
+                    errs.add(path, f"gives {len(values)} value(s) but model.depth is at most {deepest}",
+                             received=value, fix="give one value per layer")
+                else:
+                    for i, v in enumerate(values, 1):
+                        _layer(params, key, i, v, s, f"{path}[{i - 1}]", errs)
+            elif s is not None:
+                if isinstance(value, list | tuple) and S.PARAM_KEYS[key].per_layer:
+                    errs.add(path, f"{key} is one value shared by every layer in this space", received=value,
+                             fix=f"give one value, or write `{key.split('.')[-1]}: {{per_layer: ...}}` in the space")
+                    continue
+                _one(params, key, value, s, path, errs)
+            elif layer and isinstance(specs.get(layer[1]), PerLayer):
+                i = int(layer[2])
+                limit = depth if depth is not None else deepest
+                if i < 1 or (limit is not None and i > limit):
+                    errs.add(path, f"layer {i} does not exist: the model has {limit} layer(s)", received=value,
+                             fix=f"use layers 1 to {limit}")
+                    continue
+                _layer(params, layer[1], i, value, specs[layer[1]], path, errs)  # type: ignore[arg-type]
+            else:
+                guess = _did_you_mean(key, names)
+                errs.add(path, "unknown parameter", fix=(f"did you mean `{guess}`? " if guess else "")
+                         + "parameters of this space: " + (", ".join(names) or "none"))
+        out.append(params)
+    return tuple(out)
+
+
+def _layer(params: dict[str, Any], key: str, i: int, value: Any, s: PerLayer, path: str, errs: _Errors) -> Any:
+    if s.mode == "layers" and i > len(s.specs):
+        errs.add(path, f"layer {i} has no spec in {key}.layers", received=value, fix="give fewer layers")
+        return _BAD
+    return _one(params, f"{key}.{i}", value, s.spec_for(i), path, errs, key=S.PARAM_KEYS[key])
+
+
+def _one(params: dict[str, Any], name: str, value: Any, s: AnySpec, path: str, errs: _Errors,
+         key: S.Key | None = None) -> Any:
+    if name in params:
+        errs.add(path, f"{name} is given twice", received=value, fix="give each parameter once")
+        return _BAD
+    checked = scalar(key or S.PARAM_KEYS[name], value, path, errs)
+    if checked is _BAD:
+        return _BAD
+    if isinstance(s, Fixed):
+        if checked != s.value or type(checked) is not type(s.value):
+            errs.add(path, f"is fixed at {s.value!r} in this space", received=value,
+                     fix="remove it from the entry, or make it searchable in the space")
+            return _BAD
+        return checked
+    assert isinstance(s, Searched)
+    if not s.contains(checked):
+        errs.add(path, f"lies outside the space: must be {s.allowed()}", received=value,
+                 fix="pick a value inside the space, or widen the space")
+        return _BAD
+    params[name] = checked
+    return checked
+
+
+def parameter_names(specs: Mapping[str, AnySpec]) -> dict[str, Searched]:
+    """Every Optuna parameter the space can produce, by name (per-layer up to the deepest model), in order."""
+    deepest = _max_depth(specs.get("model.depth")) or 0
+    out: dict[str, Searched] = {}
+    for path, s in specs.items():
+        if isinstance(s, Searched):
+            out[path] = s
+        elif isinstance(s, PerLayer):
+            for i in range(1, deepest + 1):
+                if s.mode == "layers" and i > len(s.specs):
+                    break
+                inner = s.spec_for(i)
+                if isinstance(inner, Searched):
+                    out[f"{path}.{i}"] = inner
+    return out

@@ -1,0 +1,164 @@
+"""Every key a search space may hold: its type, limits, default and whether it can be searched, in one table.
+
+The parser (:mod:`tuning.space._parse`), the documentation (``docs/space.md``) and ``describe()`` all read
+these tables; adding a key means adding one line here and one field to :mod:`tuning.space._config`.
+
+Example:
+    >>> MODEL["dropout"].contains(0.5)
+    True
+    >>> MODEL["depth"].default_for("mlp")
+    1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+CNN_ONLY = frozenset({"cnn"})
+ALL_FAMILIES = frozenset({"cnn", "mlp"})
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a section: its kind (``int``, ``float``, ``bool``, ``str``), limits and default.
+
+    ``low``/``high`` are inclusive unless ``low_open``/``high_open``; ``choices`` lists the allowed strings;
+    ``searchable`` keys accept a list or a range, the others one value; ``per_layer`` names the families on
+    which ``{per_layer: ...}`` and ``{layers: [...]}`` are allowed; ``families`` the families that have the key.
+    """
+
+    kind: str
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    searchable: bool = True
+    per_layer: frozenset[str] = frozenset()
+    families: frozenset[str] = ALL_FAMILIES
+    required: bool = False
+    nullable: bool = False
+    doc: str = ""
+
+    def default_for(self, family: str | None) -> Any:
+        """The default value, which may depend on the model family (``depth``, ``width``)."""
+        if isinstance(self.default, Mapping):
+            return self.default.get(family, self.default.get("cnn"))
+        return self.default
+
+    def contains(self, value: float) -> bool:
+        """Whether a number lies inside this key's own limits."""
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+    def limits(self) -> str:
+        """The key's limits in words, e.g. ``in [0, 1)`` or ``>= 1`` or ``one of relu, elu``."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        kind = "an integer" if self.kind == "int" else "a number"
+        if self.low is not None and self.high is not None:
+            left = "(" if self.low_open else "["
+            right = ")" if self.high_open else "]"
+            return f"{kind} in {left}{_num(self.low)}, {_num(self.high)}{right}"
+        if self.low is not None:
+            return f"{kind} {'>' if self.low_open else '>='} {_num(self.low)}"
+        return kind
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "npz")
+FAMILIES = ("cnn", "mlp")
+ACTIVATIONS = ("relu", "elu", "gelu", "selu", "tanh", "sigmoid", "swish", "leaky_relu", "softplus")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "params", "train_seconds")
+DIRECTIONS = ("maximize", "minimize")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "patient", "none")
+
+SECTIONS = ("data", "model", "train", "objective", "study")
+
+DATA: dict[str, Key] = {
+    "dataset": Key("str", "mnist", choices=DATASETS, searchable=False, doc="which data set"),
+    "path": Key("str", None, searchable=False, nullable=True,
+                doc="an .npz file, or a folder holding `<dataset>.npz`; required for `npz`"),
+    "train_size": Key("int", None, low=1, searchable=False, nullable=True,
+                      doc="training images used (before the validation split); null = all"),
+    "validation_split": Key("float", 0.1, low=0, high=1, low_open=True, high_open=True, searchable=False,
+                            doc="fraction of the training images held out for validation"),
+    "test_size": Key("int", None, low=0, searchable=False, nullable=True,
+                     doc="test images evaluated after training; 0 = no test evaluation; null = all"),
+    "seed": Key("int", 0, searchable=False, doc="seed of the subset and split"),
+}
+
+MODEL: dict[str, Key] = {
+    "family": Key("str", None, choices=FAMILIES, searchable=False, required=True, doc="model family"),
+    "depth": Key("int", {"cnn": 2, "mlp": 1}, low=1,
+                 doc="conv blocks (cnn) or hidden dense layers (mlp); sampled first"),
+    "width": Key("int", {"cnn": 32, "mlp": 128}, low=1, per_layer=ALL_FAMILIES,
+                 doc="filters per conv block (cnn) or units per hidden layer (mlp)"),
+    "kernel_size": Key("int", 3, low=1, per_layer=CNN_ONLY, families=CNN_ONLY, doc="conv kernel size"),
+    "dense_units": Key("int", 128, low=0, families=CNN_ONLY, doc="units of the cnn's dense head; 0 = no head"),
+    "dropout": Key("float", 0.0, low=0, high=1, high_open=True, per_layer=frozenset({"mlp"}),
+                   doc="dropout rate: cnn once before the output layer, mlp after each hidden layer"),
+    "activation": Key("str", "relu", choices=ACTIVATIONS, doc="activation of hidden layers"),
+    "batch_norm": Key("bool", False, doc="batch normalisation after each conv / dense layer"),
+    "padding": Key("str", "same", choices=("same", "valid"), families=CNN_ONLY, doc="conv padding"),
+    "pool_size": Key("int", 2, low=1, families=CNN_ONLY,
+                     doc="max-pool size after each conv block; 1 = no pooling"),
+}
+
+AUGMENTATION: dict[str, Key] = {
+    "rotation": Key("float", 0.0, low=0, high=1, doc="random rotation, fraction of a full turn"),
+    "shift": Key("float", 0.0, low=0, high=1, doc="random translation, fraction of height and width"),
+    "zoom": Key("float", 0.0, low=0, high=1, doc="random zoom, fraction"),
+    "flip": Key("bool", False, doc="random horizontal flips (not for digits)"),
+}
+
+TRAIN: dict[str, Key] = {
+    "epochs": Key("int", None, low=1, required=True, doc="epochs per trial (pruners may stop earlier)"),
+    "batch_size": Key("int", 128, low=1, doc="batch size"),
+    "optimizer": Key("str", "adam", choices=OPTIMIZERS, doc="Keras optimizer"),
+    "learning_rate": Key("float", 1e-3, low=0, low_open=True, doc="learning rate"),
+    "momentum": Key("float", 0.0, low=0, high=1, high_open=True, doc="momentum (sgd, rmsprop only)"),
+    # "augmentation" is a nested section: see AUGMENTATION.
+    "precision": Key("str", "float32", choices=PRECISIONS, searchable=False, doc="Keras dtype policy"),
+    "chance_epochs": Key("int", 2, low=0, searchable=False,
+                         doc="fail a trial still at chance accuracy after this many epochs; 0 = never"),
+    "early_stopping": Key("int", 0, low=0, searchable=False,
+                          doc="patience in epochs on the objective metric; 0 = never"),
+}
+
+STUDY: dict[str, Key] = {
+    "name": Key("str", None, searchable=False, nullable=True,
+                doc='study name; default the YAML file stem, or "tuning" for a dict'),
+    # "sampler", "pruner", "enqueue" have their own shapes: see _parse.
+    "n_trials": Key("int", 20, low=1, searchable=False, doc="trials to run"),
+    "timeout": Key("float", None, low=0, low_open=True, searchable=False, nullable=True,
+                   doc="stop starting trials after this many seconds; null = no limit"),
+    "seed": Key("int", 0, searchable=False, nullable=True, doc="sampler seed; null = random"),
+    "n_jobs": Key("int", 1, low=1, searchable=False, doc="trials run side by side in threads"),
+    "max_consecutive_failures": Key("int", 5, low=1, searchable=False,
+                                    doc="stop the study after this many failed trials in a row"),
+    "storage": Key("str", None, searchable=False, nullable=True,
+                   doc="Optuna storage URL; default sqlite:///mlruns/optuna.db"),
+}
+STUDY_SPECIAL = ("sampler", "pruner", "enqueue")
+STUDY_ORDER = ("name", "sampler", "pruner", "n_trials", "timeout", "seed", "n_jobs", "max_consecutive_failures",
+               "storage", "enqueue")
+
+#: Every searchable key by its full path, in sampling order (depth first).
+PARAM_KEYS: dict[str, Key] = {
+    **{f"model.{k}": v for k, v in MODEL.items()},
+    **{f"train.{k}": v for k, v in TRAIN.items()},
+    **{f"train.augmentation.{k}": v for k, v in AUGMENTATION.items()},
+}
