@@ -1,0 +1,108 @@
+"""The live progress display of ``tuning run``: a rich progress bar, one line per finished trial, a summary.
+
+Example:
+    >>> from rich.console import Console
+    >>> progress = ProgressDisplay(Console(), n_trials=10)  # pass it to tuning.run(observers=[progress])
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tuning import records
+from tuning.observers import COMPLETE, StudyObserver, TrialOutcome
+
+if TYPE_CHECKING:
+    import optuna
+    from rich.console import Console
+
+    from tuning.space import SearchSpace, TrialConfig
+
+_STYLE = {"complete": "green", "pruned": "yellow", "failed": "red", "interrupted": "red"}
+
+
+class ProgressDisplay(StudyObserver):
+    """Shows the trial and epoch under way, each trial's outcome and the best value so far."""
+
+    def __init__(self, console: Console, n_trials: int) -> None:
+        self.console = console
+        self.n_trials = n_trials
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            transient=True,
+        )
+        self.task: Any = None
+        self.metrics: list[str] = []
+        self.directions: list[str] = []
+        self.best: tuple[float, int] | None = None
+        self._epochs: dict[int, int] = {}
+        self._started: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def study_started(self, study: optuna.Study, space: SearchSpace) -> None:
+        from optuna.trial import TrialState
+
+        self.metrics = [o.metric for o in space.objectives]
+        self.directions = [o.direction for o in space.objectives]
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if len(self.metrics) == 1:
+            for t in done:
+                if t.state == TrialState.COMPLETE and t.value is not None:
+                    self._update_best(t.value, t.number)
+        if done:
+            done_text = f"{len(done)} of {self.n_trials} trials done"
+            self.console.print(f"Resuming study [bold]{study.study_name}[/]: {done_text}.")
+        self.task = self.progress.add_task(study.study_name, total=self.n_trials, completed=len(done), status="")
+        self.progress.start()
+
+    def trial_started(self, trial: optuna.Trial, config: TrialConfig) -> None:
+        with self._lock:
+            self._epochs[trial.number] = config.train.epochs
+            self._started[trial.number] = time.perf_counter()
+        self.progress.update(self.task, status=f"trial {trial.number}: building")
+
+    def epoch_ended(self, trial: optuna.Trial, epoch: int, logs: Mapping[str, float]) -> None:
+        shown = ", ".join(f"{k} {logs[k]:.4f}" for k in ("val_accuracy", "val_loss") if k in logs)
+        total = self._epochs.get(trial.number, "?")
+        self.progress.update(self.task, status=f"trial {trial.number}: epoch {epoch}/{total} {shown}")
+
+    def trial_finished(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        seconds = time.perf_counter() - self._started.pop(trial.number, time.perf_counter())
+        if outcome.state == COMPLETE and outcome.values and len(outcome.values) == 1:
+            self._update_best(outcome.values[0], trial.number)
+        if outcome.values:
+            result = "  ".join(f"{m} {v:.4f}" for m, v in zip(self.metrics, outcome.values, strict=False))
+        else:
+            result = outcome.reason or ""
+        best = f"  best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else ""
+        epochs = outcome.user_attrs.get(records.EPOCHS)
+        epochs_text = f"  {epochs} epochs" if epochs is not None else ""
+        style = _STYLE.get(outcome.state, "white")
+        self.console.print(
+            f"trial {trial.number:>3}  [{style}]{outcome.state:<11}[/]  {result}{best}{epochs_text}  {seconds:.1f} s",
+            highlight=False,
+        )
+        if outcome.state in ("complete", "pruned"):
+            self.progress.advance(self.task)
+        self.progress.update(self.task, status="")
+
+    def study_finished(self, study: optuna.Study, interrupted: bool) -> None:
+        self.progress.stop()
+
+    def _update_best(self, value: float, number: int) -> None:
+        with self._lock:
+            better = self.best is None or (
+                value > self.best[0] if self.directions[0] == "maximize" else value < self.best[0]
+            )
+            if better:
+                self.best = (value, number)

@@ -1,0 +1,326 @@
+"""``tuning.run``: a search space in, a finished (or resumed) Optuna study out.
+
+The loop stays thin: Optuna runs the trials, :class:`_Objective` trains one configuration, and everything
+else (tracking, progress) is a :class:`~tuning.observers.StudyObserver`.
+
+``n_trials`` is the study's total: trials that ended complete or pruned count, failed ones do not. Running
+the same command again resumes the study and runs only the missing trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuning import _study, records
+from tuning.errors import ConfigurationError, NotLearningError, TooManyFailuresError, user_error
+from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, ObserverList, StudyObserver, TrialOutcome
+
+if TYPE_CHECKING:
+    from tuning.data import Dataset
+    from tuning.space import SearchSpace
+    from tuning.training import BuildFn
+
+log = logging.getLogger("tuning")
+
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the study; ``signum`` says which (exit code ``128 + signum``)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def run(
+    space: SearchSpace | Mapping[str, Any] | str | os.PathLike,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    build_fn: BuildFn | None = None,
+    data: Dataset | Sequence[Any] | Mapping[str, Any] | None = None,
+    n_jobs: int | None = None,
+    tracking: bool = True,
+    tracking_uri: str | None = None,
+    keep_models: bool = False,
+    observers: Sequence[StudyObserver] = (),
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+) -> optuna.Study:
+    """Run (or resume) the study a search space describes and return it.
+
+    Example:
+        >>> import tuning
+        >>> space = tuning.SearchSpace.from_yaml("search_spaces/mnist_quick.yaml")  # doctest: +SKIP
+        >>> study = tuning.run(space, n_trials=3)  # doctest: +SKIP
+        >>> study.best_value, study.best_params  # doctest: +SKIP
+
+    Args:
+        space: a :class:`SearchSpace`, a dict of the same structure, or the path of a YAML file.
+        n_trials: the study's total of complete and pruned trials (default: ``study.n_trials``).
+        timeout: stop starting new trials after this many seconds (default: ``study.timeout``).
+        storage: an Optuna RDB storage URL (default: ``study.storage``, else ``sqlite:///mlruns/optuna.db``).
+        study_name: default ``study.name``.
+        build_fn: your own ``build_fn(config) -> keras.Model``, used instead of the ``model`` section.
+        data: arrays ``(x_train, y_train, x_test, y_test)``, a mapping with those keys, or a
+            :class:`tuning.data.Dataset`, used instead of the ``data`` section's data set.
+        n_jobs: trials run at once in threads (default: ``study.n_jobs``).
+        tracking: track every trial in MLflow (imports MLflow only when true).
+        tracking_uri: MLflow tracking URI (default: ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns/mlflow.db``).
+        keep_models: keep every trial's model in MLflow, not only the best one.
+        observers: extra :class:`StudyObserver` hooks (a progress display, your own logging, ...).
+        heartbeat_interval, grace_period: seconds; see ``tuning._study.HEARTBEAT_INTERVAL``.
+
+    Returns:
+        The Optuna study, loaded from its storage.
+
+    Raises:
+        UserInputError: a bad space, data, storage or tracking location; nothing has been written.
+        Interrupted: Ctrl-C or SIGTERM; the running trial is recorded as failed ("interrupted").
+        TooManyFailuresError: ``study.max_consecutive_failures`` trials failed in a row.
+    """
+    from tuning.space import SearchSpace
+
+    if not isinstance(space, SearchSpace):
+        space = SearchSpace.from_dict(space) if isinstance(space, Mapping) else SearchSpace.from_yaml(space)
+    target = n_trials if n_trials is not None else space.study.n_trials
+    if target < 1:
+        raise user_error("n_trials must be at least 1", received=target, fix="pass --n-trials 1 or more")
+    name = study_name or space.study.name
+    # Everything that can be checked is checked before anything is written.
+    pruner = _study.make_pruner(space)
+    _study.make_sampler(space, space.study.seed)  # checked now; seeded for this run once the study is loaded
+    url = _study.resolve_storage_url(storage or space.study.storage)
+    dataset = _load_data(space, data)
+    hooks: list[StudyObserver] = list(observers)
+    if tracking:
+        from tuning.tracking import MlflowTracker
+
+        tracker = MlflowTracker(tracking_uri, keep_models=keep_models, storage_url=url)
+        tracker.check()
+        hooks.insert(0, tracker)
+    heartbeat = {
+        "heartbeat_interval": heartbeat_interval or _study.HEARTBEAT_INTERVAL,
+        "grace_period": grace_period or _study.GRACE_PERIOD,
+    }
+    storage_obj = _study.open_storage(url, **heartbeat)
+    study = _study.create_or_load(space, storage_obj, name, None, pruner)
+    existing = len(study.get_trials(deepcopy=False))
+    study.sampler = _study.make_sampler(space, _study.sampler_seed(space.study.seed, existing))
+    for params in space.enqueued():
+        study.enqueue_trial(params, skip_if_exists=True)
+
+    observer = ObserverList(hooks)
+    objective = _Objective(space, dataset, observer, build_fn)
+    guard = _FailureGuard(space.study.max_consecutive_failures)
+    done = _count(study)
+    interrupted = False
+    observer.study_started(study, space)
+    try:
+        if done < target:
+            with _on_signals(_raise_interrupted), _quiet_optuna():
+                study.optimize(
+                    objective,
+                    n_trials=None,
+                    timeout=timeout if timeout is not None else space.study.timeout,
+                    n_jobs=n_jobs or space.study.n_jobs,
+                    catch=(Exception,),
+                    callbacks=[optuna.study.MaxTrialsCallback(target, states=COUNTED_STATES), guard],
+                    gc_after_trial=False,  # training releases memory itself, before each trial
+                )
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        with _on_signals(_exit_now):
+            observer.study_finished(study, interrupted)
+    if guard.tripped:
+        raise TooManyFailuresError(guard.message())
+    return study
+
+
+def _count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+def _load_data(space: SearchSpace, data: Any) -> Dataset:
+    from tuning import data as data_module
+
+    if isinstance(data, data_module.Dataset):
+        return data
+    if data is None:
+        return data_module.load_spec(space.data)
+    spec = space.data
+    return data_module.from_arrays(
+        data,
+        train_size=spec.train_size,
+        validation_split=spec.validation_split,
+        test_size=spec.test_size,
+        seed=spec.seed,
+    )
+
+
+class _Objective:
+    """Trains one trial's configuration and records what happened on the trial."""
+
+    def __init__(self, space: SearchSpace, data: Dataset, observer: StudyObserver, build_fn: BuildFn | None) -> None:
+        self.space = space
+        self.data = data
+        self.observer = observer
+        self.build_fn = build_fn
+        self.metrics = [o.metric for o in space.objectives]
+        # Optuna prunes single-objective studies only, on a metric Keras reports every epoch.
+        single = len(self.metrics) == 1 and self.metrics[0] not in records.MEASURED_OBJECTIVES
+        self.reported = self.metrics[0] if single else None
+        self.pruner_name = space.study.pruner["type"]
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        from tuning.training import train
+
+        config = self.space.suggest(trial)
+        seed = _study.trial_seed(self.space.study.seed, trial.number)
+        trial.set_user_attr(records.SEED, seed)
+        trial.set_user_attr(records.WORKER, _study.worker_id())
+        self.observer.trial_started(trial, config)
+        try:
+            result = train(config, self.data, seed=seed, on_epoch=self._epoch_hook(trial), build_fn=self.build_fn)
+        except KeyboardInterrupt:
+            self._finish(trial, TrialOutcome(INTERRUPTED, reason="interrupted"))
+            # Its configuration runs again first when the study is resumed.
+            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise
+        except Exception as exc:
+            self._finish(trial, TrialOutcome(FAILED, reason=_describe(exc)))
+            raise
+        attrs: dict[str, Any] = {
+            records.EPOCHS: result.epochs,
+            records.TRAIN_SECONDS: round(result.train_seconds, 3),
+            records.PARAM_COUNT: result.param_count,
+            records.HISTORY: result.history,
+        }
+        if result.test_accuracy is not None:
+            attrs[records.TEST_ACCURACY] = result.test_accuracy
+        if result.state == "failed":
+            self._finish(trial, TrialOutcome(FAILED, reason=result.reason, history=result.history, user_attrs=attrs))
+            raise NotLearningError(result.reason)
+        if result.state == "pruned":
+            self._finish(trial, TrialOutcome(PRUNED, reason=result.reason, history=result.history, user_attrs=attrs))
+            raise optuna.TrialPruned(result.reason)
+        values = [result.metric(m) for m in self.metrics]
+        self._finish(
+            trial,
+            TrialOutcome(COMPLETE, values=values, model=result.model, history=result.history, user_attrs=attrs),
+        )
+        return values[0] if len(values) == 1 else values
+
+    def _epoch_hook(self, trial: optuna.Trial) -> Any:
+        def on_epoch(epoch: int, logs: Mapping[str, float]) -> str | None:
+            self.observer.epoch_ended(trial, epoch, logs)
+            if self.reported is None or self.reported not in logs:
+                return None
+            value = logs[self.reported]
+            trial.report(value, epoch)
+            if trial.should_prune():
+                return f"pruned by the {self.pruner_name} pruner at epoch {epoch} ({self.reported} {value:.4f})"
+            return None
+
+        return on_epoch
+
+    def _finish(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        attrs = dict(outcome.user_attrs)
+        if outcome.reason:
+            attrs[records.REASON] = outcome.reason
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        outcome.user_attrs = attrs
+        self.observer.trial_finished(trial, outcome)
+
+
+def _describe(exc: BaseException) -> str:
+    """One sentence for a failed trial: the error's own message for ours, type and message otherwise."""
+    if isinstance(exc, ConfigurationError | NotLearningError):
+        return f"cannot build this configuration: {exc}" if isinstance(exc, ConfigurationError) else str(exc)
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if "OOM" in first or isinstance(exc, MemoryError):
+        return f"out of memory: {type(exc).__name__}: {first[:300]} (a smaller batch_size or width usually helps)"
+    return f"{type(exc).__name__}: {first[:300]}"
+
+
+class _FailureGuard:
+    """Stops the study after ``limit`` failed trials in a row: by then the space itself is most likely wrong."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.failures: list[tuple[int, str]] = []
+        self.tripped = False
+        self._lock = threading.Lock()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with self._lock:
+            if trial.state != TrialState.FAIL:
+                self.failures.clear()
+                return
+            reason = str(trial.user_attrs.get(records.REASON, "no reason recorded"))
+            if reason == "interrupted":
+                return
+            self.failures.append((trial.number, reason))
+            if len(self.failures) >= self.limit and not self.tripped:
+                self.tripped = True
+                study.stop()
+
+    def message(self) -> str:
+        reasons = "\n".join(f"  trial {n}: {r}" for n, r in self.failures[-self.limit :])
+        return (
+            f"{len(self.failures)} trials failed in a row, so the study stopped:\n{reasons}\n"
+            "The space most likely has a mistake: check the values these reasons point at (too many pooling "
+            "blocks for the input size, a learning rate so high the loss diverges, a batch size or width too "
+            "large for memory). Raise study.max_consecutive_failures to tolerate more."
+        )
+
+
+@contextmanager
+def _on_signals(handler: Any) -> Iterator[None]:
+    """Handle SIGINT and SIGTERM with ``handler`` inside the block (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    """SIGTERM ends the running trial cleanly, exactly like Ctrl-C."""
+    raise Interrupted(signum)
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    """While finishing up after an interruption, a second signal exits at once (the storage is consistent)."""
+    os._exit(128 + signum)
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's own per-trial log lines would repeat the progress display; keep its errors only."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)

@@ -1,0 +1,263 @@
+"""Turning a space's ``study`` section into Optuna objects: storage, sampler, pruner, the study itself.
+
+Nothing here trains; everything here fails fast with a :class:`~tuning.errors.UserInputError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from tuning import records
+from tuning._defaults import RESULTS_DIR, default_storage_url
+from tuning._redact import redact_url
+from tuning.errors import SpaceError, StorageError
+
+if TYPE_CHECKING:
+    from tuning.space import SearchSpace
+
+#: Seconds between a running trial's heartbeats, and how old a heartbeat may get before its trial is stale.
+HEARTBEAT_INTERVAL = 30
+GRACE_PERIOD = 90
+
+_SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "grid": "GridSampler",
+    "cmaes": "CmaEsSampler",
+    "gp": "GPSampler",
+    "qmc": "QMCSampler",
+    "nsga2": "NSGAIISampler",
+}
+_PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "patient": "PatientPruner",
+    "none": "NopPruner",
+}
+
+
+def resolve_storage_url(url: str | None) -> str:
+    """The storage URL to use: ``url`` if given, else the embedded SQLite default; checked, nothing created.
+
+    Raises:
+        StorageError: the URL is malformed, of an unsupported kind, or names a SQLite file in a missing folder.
+    """
+    url = url or default_storage_url()
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StorageError(
+            f"the storage URL is malformed. Received: {redact_url(url)}. "
+            "Fix: pass an Optuna RDB URL such as sqlite:///mlruns/optuna.db or postgresql://user@host/db."
+        ) from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database and url != default_storage_url():
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise StorageError(
+                f"the folder of the SQLite storage does not exist. Received: {redact_url(url)}. "
+                f"Fix: create {folder} or choose another path."
+            )
+    return url
+
+
+def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> Any:
+    """Open an Optuna RDB storage with heartbeats, so trials of a killed worker are failed and retried once.
+
+    Raises:
+        StorageError: the storage cannot be opened (no server, wrong password, missing driver, ...).
+    """
+    if url == default_storage_url():
+        RESULTS_DIR.mkdir(exist_ok=True)
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}  # several workers on one file wait instead of failing
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+    except Exception as exc:
+        message = redact_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise StorageError(
+            f"cannot open the Optuna storage {redact_url(url)}: {message}. "
+            "Fix: check the URL, that the database server runs and accepts this user, and that its driver is "
+            "installed (PostgreSQL: pip install 'tuning[postgres]')."
+        ) from exc
+
+
+def make_sampler(space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler named in ``study.sampler`` with its options, seeded with ``seed``."""
+    spec = dict(space.study.sampler)
+    kind = spec.pop("type")
+    if kind not in _SAMPLERS:
+        raise SpaceError("study.sampler", "unknown sampler", received=kind, fix=f"use one of {', '.join(_SAMPLERS)}")
+    cls = getattr(optuna.samplers, _SAMPLERS[kind])
+    if kind == "grid":
+        spec.setdefault("search_space", space.grid())
+    if kind == "gp":
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise SpaceError(
+                "study.sampler", "the gp sampler needs PyTorch, which is not installed",
+                received="gp", fix="pip install torch, or use tpe",
+            ) from exc
+    return _construct(cls, spec, "study.sampler", kind, seed=seed)
+
+
+def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    """The pruner named in ``study.pruner`` with its options (``patient`` wraps the pruner in ``wrapped``)."""
+    return _make_pruner(dict(space.study.pruner), "study.pruner")
+
+
+def _make_pruner(spec: dict[str, Any], path: str) -> optuna.pruners.BasePruner:
+    kind = spec.pop("type")
+    if kind not in _PRUNERS:
+        raise SpaceError(path, "unknown pruner", received=kind, fix=f"use one of {', '.join(_PRUNERS)}")
+    cls = getattr(optuna.pruners, _PRUNERS[kind])
+    if kind == "patient":
+        wrapped = spec.pop("wrapped", None)
+        if isinstance(wrapped, str):
+            wrapped = {"type": wrapped}
+        spec["wrapped_pruner"] = _make_pruner(dict(wrapped), f"{path}.wrapped") if wrapped else None
+        spec.setdefault("patience", 1)
+    return _construct(cls, spec, path, kind)
+
+
+def _construct(cls: type, options: dict[str, Any], path: str, kind: str, **fixed: Any) -> Any:
+    try:
+        return cls(**options, **fixed)
+    except (TypeError, ValueError) as exc:
+        raise SpaceError(
+            path, f"the options of {kind} are not accepted by optuna.{cls.__name__} ({exc})",
+            received=options, fix=f"see the documentation of optuna {cls.__name__} for its arguments",
+        ) from exc
+
+
+def sampler_seed(space_seed: int | None, n_existing_trials: int) -> int | None:
+    """Seed of this run's sampler: the study seed moved on by the trials already run.
+
+    A resumed study must not replay the random start of its first run (it would retrain the same
+    configurations); an uninterrupted run with the same seed stays reproducible.
+    """
+    return None if space_seed is None else space_seed + n_existing_trials
+
+
+def trial_seed(space_seed: int | None, trial_number: int) -> int:
+    """Seed of one trial's training, from the study seed and the trial number (random when the seed is null)."""
+    if space_seed is None:
+        return int.from_bytes(os.urandom(4), "little") % (2**31)
+    return (space_seed * 1_000_003 + trial_number) % (2**31)
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, recorded on each trial so a crashed worker's trials can be recognised."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def create_or_load(space: SearchSpace, storage: Any, name: str, sampler: Any, pruner: Any) -> optuna.Study:
+    """Create the study, or load it when it exists with the same space (a resume).
+
+    Raises:
+        UserInputError: the study exists with different objectives or a different data/model/train section.
+    """
+    directions = [o.direction for o in space.objectives]
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        _check_same_space(study, space, directions)
+    else:
+        try:
+            study = optuna.create_study(
+                study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=directions
+            )
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        study.set_user_attr(records.SPACE, space.to_dict())
+        study.set_user_attr(records.OBJECTIVES, [o.metric for o in space.objectives])
+    return study
+
+
+def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[str]) -> None:
+    from tuning.errors import user_error
+
+    stored_directions = [d.name.lower() for d in study.directions]
+    if stored_directions != directions:
+        raise user_error(
+            f"study {study.study_name!r} already exists with directions {stored_directions}",
+            received=directions,
+            fix="use the same objective to resume it, or --study-name NEW for a new study",
+        )
+    stored = study.user_attrs.get(records.SPACE) or {}
+    new = space.to_dict()
+    changed = [k for k in ("data", "model", "train", "objective") if k in stored and stored.get(k) != new.get(k)]
+    if changed:
+        raise user_error(
+            f"study {study.study_name!r} already exists with a different {' and '.join(changed)} section; "
+            "resuming it would mix trials of two spaces",
+            received=f"a space that changes {', '.join(changed)}",
+            fix="pass --study-name NEW to start a new study, or restore the space the study was created with",
+        )
+
+
+def list_studies(url: str | None) -> list[dict[str, Any]]:
+    """One row per study in the storage: trial counts by state, best value and trial (single objective).
+
+    A SQLite file that does not exist is reported, not created.
+
+    Example:
+        >>> list_studies("sqlite:///mlruns/optuna.db")  # doctest: +SKIP
+        [{'study': 'mnist_quick', 'complete': 12, 'pruned': 6, 'failed': 0, 'running': 0, ...}]
+    """
+    from optuna.trial import TrialState
+
+    url = resolve_storage_url(url)
+    _require_existing_sqlite(url)
+    storage = open_storage(url)
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        count = {s: sum(t.state == s for t in trials) for s in TrialState}
+        best_value: Any = "-"
+        best_trial: Any = "-"
+        if len(study.directions) == 1 and count[TrialState.COMPLETE]:
+            best_value, best_trial = f"{study.best_value:.4f}", study.best_trial.number
+        rows.append({
+            "study": summary.study_name,
+            "complete": count[TrialState.COMPLETE],
+            "pruned": count[TrialState.PRUNED],
+            "failed": count[TrialState.FAIL],
+            "running": count[TrialState.RUNNING],
+            "best_value": best_value,
+            "best_trial": best_trial,
+        })
+    return rows
+
+
+def _require_existing_sqlite(url: str) -> None:
+    """Reading commands must not create an empty SQLite file where the user mistyped a path."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
+        raise StorageError(
+            f"the SQLite storage does not exist. Received: {redact_url(url)}. "
+            "Fix: run a study first (tuning run SPACE.yaml) or pass --storage with the right path."
+        )

@@ -1,0 +1,230 @@
+"""The ``tuning`` command: run, validate, studies, report.
+
+Exit codes: 0 done, 1 the study stopped after too many failed trials, 2 bad input (nothing written),
+130 interrupted by Ctrl-C, 143 by SIGTERM. ``tuning --help`` and ``tuning validate`` import neither
+TensorFlow nor MLflow.
+
+Example:
+    $ tuning validate search_spaces/mnist_quick.yaml
+    $ tuning run search_spaces/mnist_quick.yaml --n-trials 5 --set train.epochs=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tuning.errors import TooManyFailuresError, UserInputError
+
+if TYPE_CHECKING:
+    import optuna
+    from rich.console import Console
+
+    from tuning.space import SearchSpace
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tuning`` command."""
+    parser = argparse.ArgumentParser(
+        prog="tuning",
+        description="Tune Keras models with Optuna from a declarative search space; track every trial in MLflow.",
+        epilog="Results land in ./mlruns by default (Optuna: mlruns/optuna.db, MLflow: mlruns/mlflow.db).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run or resume the study a space file describes")
+    run.add_argument("space", help="search-space YAML file")
+    run.add_argument("--n-trials", type=int, help="total complete+pruned trials of the study (default: study.n_trials)")
+    run.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    _storage_option(run)
+    run.add_argument("--study-name", help="default: study.name, else the space file's name")
+    _set_option(run)
+    run.add_argument("--n-jobs", type=int, help="trials at once, in threads (default: study.n_jobs)")
+    run.add_argument("--data-dir", help="folder holding <dataset>.npz (sets $TUNING_DATA_DIR)")
+    run.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db)"
+    )
+    run.add_argument("--no-tracking", action="store_true", help="do not track in MLflow (MLflow is not imported)")
+    run.add_argument("--keep-models", action="store_true", help="log every trial's model to MLflow, not only the best")
+    run.add_argument("--quiet", action="store_true", help="print only the final summary")
+
+    validate = sub.add_parser("validate", help="check a space file and print its parameters")
+    validate.add_argument("space", help="search-space YAML file")
+    _set_option(validate)
+
+    studies = sub.add_parser("studies", help="list the studies in a storage")
+    _storage_option(studies)
+
+    report = sub.add_parser("report", help="comparison tables and plots of one or more studies")
+    report.add_argument("studies", nargs="+", metavar="STUDY", help="study names")
+    _storage_option(report)
+    report.add_argument("--format", default="md", choices=["md", "html", "csv", "latex", "json"])
+    report.add_argument("--out", help="folder to write the report into (default: print tables)")
+    report.add_argument("--top", type=int, default=10, help="trials in the leaderboard (default 10)")
+    report.add_argument("--target", type=float, help="objective value to reach, for the study comparison")
+    return parser
+
+
+def _storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
+
+
+def _set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+        help="override a key of the space, e.g. --set train.epochs=3 (repeatable; VALUE is read as YAML)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tuning`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    import optuna
+    from rich.console import Console
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what Optuna's would
+    console = Console(highlight=False, soft_wrap=True)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        return _COMMANDS[args.command](args, console)
+    except UserInputError as exc:
+        errors.print(f"[bold red]error:[/] {_safe(exc)}", markup=True)
+        return 2
+    except TooManyFailuresError as exc:
+        errors.print(f"[bold red]stopped:[/] {exc}")
+        return 1
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", 2)
+        errors.print(
+            "[bold yellow]Interrupted.[/] Finished trials are saved; the running one is recorded as failed "
+            "(interrupted) and runs again first on resume. Resume with the same command.",
+        )
+        return 128 + signum
+
+
+def _safe(exc: BaseException) -> str:
+    from rich.markup import escape
+
+    from tuning._redact import redact_text
+
+    return escape(redact_text(str(exc)))
+
+
+def _load_space(args: argparse.Namespace) -> SearchSpace:
+    from tuning.space import SearchSpace
+
+    space = SearchSpace.from_yaml(args.space)
+    return space.with_overrides(args.overrides) if args.overrides else space
+
+
+def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from tuning import _study
+
+    space = _load_space(args)
+    _study.make_sampler(space, space.study.seed)
+    _study.make_pruner(space)
+    console.print(space.describe(), markup=False, soft_wrap=True)
+    console.print("OK: the space is valid.")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from tuning._progress import ProgressDisplay
+    from tuning._runner import run
+
+    space = _load_space(args)
+    if args.data_dir:
+        os.environ["TUNING_DATA_DIR"] = args.data_dir
+    for name, value in (("--n-trials", args.n_trials), ("--n-jobs", args.n_jobs)):
+        if value is not None and value < 1:
+            from tuning.errors import user_error
+
+            raise user_error(f"{name} must be at least 1", received=value, fix=f"pass {name} 1 or more")
+    n_trials = args.n_trials or space.study.n_trials
+    observers = [] if args.quiet else [ProgressDisplay(console, n_trials)]
+    study = run(
+        space,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        study_name=args.study_name,
+        n_jobs=args.n_jobs,
+        tracking=not args.no_tracking,
+        tracking_uri=args.tracking_uri,
+        keep_models=args.keep_models,
+        observers=observers,
+    )
+    _print_summary(study, console, tracking=not args.no_tracking, tracking_uri=args.tracking_uri)
+    return 0
+
+
+def _print_summary(study: optuna.Study, console: Console, *, tracking: bool, tracking_uri: str | None) -> None:
+    from optuna.trial import TrialState
+
+    from tuning import records
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    console.print(
+        f"\nStudy [bold]{study.study_name}[/]: {counts[TrialState.COMPLETE]} complete, "
+        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed."
+    )
+    metrics = study.user_attrs.get(records.OBJECTIVES, ["value"])
+    if not counts[TrialState.COMPLETE]:
+        console.print("No trial completed yet.")
+        return
+    best_trials = study.best_trials if len(metrics) > 1 else [study.best_trial]
+    for best in best_trials[:5]:
+        values = "  ".join(f"{m} {v:.4f}" for m, v in zip(metrics, best.values, strict=False))
+        test = best.user_attrs.get(records.TEST_ACCURACY)
+        test_text = f"  test_accuracy {test:.4f}" if test is not None else ""
+        console.print(f"Best trial {best.number}: {values}{test_text}")
+        for key, value in best.params.items():
+            console.print(f"  {key}: {value}", highlight=False)
+    console.print(f"Report:   tuning report {study.study_name}")
+    if tracking and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        console.print("MLflow:   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
+
+
+def _cmd_studies(args: argparse.Namespace, console: Console) -> int:
+    from tuning._study import list_studies
+
+    rows = list_studies(args.storage)
+    if not rows:
+        console.print("No study in this storage yet.")
+        return 0
+    from rich.table import Table
+
+    columns = list(rows[0])
+    table = Table(*(c.replace("_", " ") for c in columns))
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
+    console.print(table)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from tuning.report import write_report
+
+    paths = write_report(
+        args.studies, storage=args.storage, fmt=args.format, out=args.out, top=args.top, target=args.target,
+        stream=sys.stdout,
+    )
+    for path in paths:
+        console.print(f"wrote {path}")
+    return 0
+
+
+_COMMANDS: dict[str, Any] = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "studies": _cmd_studies,
+    "report": _cmd_report,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
