@@ -477,6 +477,21 @@ def test_with_overrides() -> None:
     assert space.with_overrides([]) == space
 
 
+def test_overrides_win_over_enqueued_values() -> None:
+    space = SearchSpace.from_dict(base(model={"depth": {"low": 1, "high": 2}, "width": {"per_layer": [16, 32]}},
+                                       train={"epochs": 1, "learning_rate": {"low": 1.0e-4, "high": 1.0e-2}},
+                                       study={"enqueue": [{"model.depth": 2, "model.width": [16, 32],
+                                                           "train.learning_rate": 0.005},
+                                                          {"model.width.1": 32}]}))
+    # Fixing a key drops it from every entry; an entry left empty is dropped; a changed bound drops the value.
+    quick = space.with_overrides(["model.width=16", "train.learning_rate.high=0.001"])
+    assert quick.enqueued() == [{"model.depth": 2}]
+    with pytest.raises(SpaceError):  # the enqueued value no longer fits: without the override rule this is an error
+        SearchSpace.from_dict({**base(model={"depth": {"low": 1, "high": 2}, "width": {"per_layer": [16, 32]}}),
+                               "study": {"enqueue": [{"train.learning_rate": 0.005}]},
+                               "train": {"epochs": 1, "learning_rate": {"low": 1.0e-4, "high": 1.0e-3}}})
+
+
 def test_with_overrides_errors() -> None:
     space = SearchSpace.from_yaml(SPACES / "mnist_quick.yaml")
     with pytest.raises(SpaceError) as info:

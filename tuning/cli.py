@@ -183,7 +183,8 @@ def _print_summary(study: optuna.Study, console: Console, *, tracking: bool, tra
         test_text = f"  test_accuracy {test:.4f}" if test is not None else ""
         console.print(f"Best trial {best.number}: {values}{test_text}")
         for key, value in best.params.items():
-            console.print(f"  {key}: {value}", highlight=False)
+            shown = f"{value:.6g}" if isinstance(value, float) else value  # 0.30000000000000004 → 0.3
+            console.print(f"  {key}: {shown}", highlight=False)
     console.print(f"Report:   tuning report {study.study_name}")
     if tracking and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         console.print("MLflow:   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")

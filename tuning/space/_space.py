@@ -74,6 +74,9 @@ class SearchSpace:
     def with_overrides(self, assignments: Sequence[str]) -> SearchSpace:
         """A new space with ``key.path=value`` assignments applied (values read as YAML), re-validated.
 
+        An override wins over the enqueued baselines: ``--set train.epochs=1`` removes ``train.epochs`` from every
+        ``study.enqueue`` entry (an entry left empty is dropped), so a quick run of a shipped space just works.
+
         Example:
             >>> space = SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 1}})
             >>> space.with_overrides(["train.epochs=3", "model.width=[64, 128]"]).specs["train.epochs"]
@@ -110,6 +113,7 @@ class SearchSpace:
                 node[parts[-1]] = value
         if errors:
             raise SpaceError.collect(errors, source=self.source)
+        _drop_overridden_from_enqueue(raw, [a.partition("=")[0].strip() for a in assignments])
         return SearchSpace.from_dict(raw, source=self.source)
 
     # ------------------------------------------------------------------------------------------- reading
@@ -366,3 +370,27 @@ def _plain(d: Any) -> Any:
     if isinstance(d, list | tuple):
         return [_plain(v) for v in d]
     return d
+
+
+def _drop_overridden_from_enqueue(raw: dict[str, Any], keys: Sequence[str]) -> None:
+    """Remove overridden parameters from the enqueue entries.
+
+    ``model.width`` covers ``model.width.2``, and ``train.learning_rate.high`` covers ``train.learning_rate``.
+    """
+    study = raw.get("study")
+    entries = study.get("enqueue") if isinstance(study, dict) else None
+    if not isinstance(entries, list) or any(k == "study.enqueue" or k == "study" for k in keys):
+        return
+    kept = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            kept.append(entry)
+            continue
+        entry = {p: v for p, v in entry.items() if not any(_overlaps(str(p), k) for k in keys)}
+        if entry:
+            kept.append(entry)
+    study["enqueue"] = kept
+
+
+def _overlaps(param: str, key: str) -> bool:
+    return param == key or param.startswith(key + ".") or key.startswith(param + ".")
