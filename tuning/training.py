@@ -62,11 +62,16 @@ class TrainResult:
         return values[-1]
 
 
-def release_memory() -> None:
-    """Drop the previous trial's graph and tensors so memory stays flat over long studies (as KerasTuner does)."""
+def release_memory(clear_session: bool = True) -> None:
+    """Drop the previous trial's graph and tensors so memory stays flat over long studies (as KerasTuner does).
+
+    ``clear_session`` resets Keras's global state, which would break models that other threads are training:
+    with ``n_jobs > 1`` only garbage is collected.
+    """
     keras = import_keras()
 
-    keras.backend.clear_session()
+    if clear_session:
+        keras.backend.clear_session()
     gc.collect()
 
 
@@ -78,6 +83,7 @@ def train(
     on_epoch: EpochHook | None = None,
     build_fn: BuildFn | None = None,
     evaluate_test: bool = True,
+    exclusive: bool = True,
 ) -> TrainResult:
     """Build and train one configuration on ``data``; see the module docstring.
 
@@ -89,7 +95,7 @@ def train(
     from tuning._epoch_watch import EpochWatch
     from tuning.models import build_model
 
-    release_memory()
+    release_memory(clear_session=exclusive)
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_dtype_policy(config.train.precision)
     if build_fn is not None:
