@@ -1,0 +1,61 @@
+"""Shared fixtures: where MNIST is, a tiny real space, and a clean working directory per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _data_dir() -> str | None:
+    env = os.environ.get("TUNING_DATA_DIR")
+    if env:
+        return env
+    shared = ROOT.parent / "shared" / "datasets"
+    return str(shared) if (shared / "mnist.npz").is_file() else None  # else Keras downloads it
+
+
+#: Folder holding mnist.npz for the tests, or None (then Keras downloads MNIST).
+MNIST_DIR = _data_dir()
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> str | None:
+    """Folder holding mnist.npz (TUNING_DATA_DIR, else ../shared/datasets), or None to let Keras download."""
+    return MNIST_DIR
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_dir: str | None) -> Path:
+    """A fresh working directory (results land in its mlruns/), with TUNING_DATA_DIR set for MNIST."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if mnist_dir:
+        monkeypatch.setenv("TUNING_DATA_DIR", mnist_dir)
+    return tmp_path
+
+
+def tiny_space(**overrides: object) -> dict:
+    """A real MNIST space that trains in about a second per trial: 300 images, an MLP, 1-2 epochs.
+
+    Keyword arguments replace whole sections or keys: ``tiny_space(study={"n_trials": 2})`` merges into
+    the section.
+    """
+    space: dict = {
+        "data": {"dataset": "mnist", "train_size": 300, "validation_split": 0.2, "test_size": 200},
+        "model": {"family": "mlp", "depth": {"low": 1, "high": 2}, "width": {"per_layer": [16, 32]},
+                  "dropout": {"low": 0.0, "high": 0.2, "step": 0.1}},
+        "train": {"epochs": {"low": 1, "high": 2}, "batch_size": 64, "learning_rate": 0.003,
+                  "chance_epochs": 0},
+        "objective": {"metric": "val_accuracy"},
+        "study": {"name": "tiny", "n_trials": 3, "seed": 0, "pruner": "none"},
+    }
+    for section, value in overrides.items():
+        if isinstance(value, dict) and isinstance(space.get(section), dict):
+            space[section] = {**space[section], **value}
+        else:
+            space[section] = value
+    return space

@@ -1,0 +1,225 @@
+"""Open an Optuna storage read-only and load studies with their trials, once, for every table and plot."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuning import records
+from tuning.errors import StorageError, UserInputError
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+
+class EmptyStudyError(UserInputError):
+    """A study has no trial, or no completed trial, so there is nothing to report on."""
+
+
+_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]+:)(?P<pw>[^@/]*)(?P<at>@)")
+
+
+def _redact(url: str, text: str | None = None) -> str:
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``; with ``text``, redact that text
+    (an error message that may quote the URL or its password) instead."""
+    try:
+        from tuning._redact import redact_text, redact_url, secrets_in_url
+    except ImportError:  # pragma: no cover - tuning._redact ships with the package
+        secrets = [m.group("pw") for m in _PASSWORD.finditer(url) if m.group("pw")]
+        out = _PASSWORD.sub(r"\g<head>***\g<at>", url if text is None else text)
+        for secret in secrets:
+            out = out.replace(secret, "***")
+        return out
+    if text is None:
+        return redact_url(url)
+    return redact_text(text, secrets=secrets_in_url(url))
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file a ``sqlite:///`` URL names, or ``None`` for in-memory databases and other back ends."""
+    if not url.startswith("sqlite:"):
+        return None
+    rest = url[len("sqlite:") :]
+    if not rest.startswith("///"):
+        return None
+    path = rest[3:].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return Path(path)
+
+
+def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+    """Open an existing Optuna RDB storage without creating anything in it.
+
+    Example:
+        >>> storage = open_storage("sqlite:///mlruns/optuna.db")  # doctest: +SKIP
+
+    Raises:
+        StorageError: the URL is malformed, the SQLite file does not exist, the database cannot be reached
+            or holds no Optuna tables. Passwords in the URL are redacted from the message.
+    """
+    import optuna
+
+    from tuning._defaults import default_storage_url
+
+    url = url or default_storage_url()
+    shown = _redact(url)
+    if "://" not in url:
+        fix = (
+            f"pass a URL such as sqlite:///{url}"
+            if Path(url).exists()
+            else "pass a URL such as sqlite:///mlruns/optuna.db"
+        )
+        raise StorageError(f"--storage must be a database URL. Received: {shown}. Fix: {fix}.")
+    if url.split("?", 1)[0] in ("sqlite://", "sqlite:///"):
+        raise StorageError(
+            f"The SQLite storage URL names no file. Received: {shown}. Fix: pass sqlite:///mlruns/optuna.db "
+            "(relative path) or sqlite:////abs/path/optuna.db."
+        )
+    path = _sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise StorageError(
+            f"The Optuna storage file does not exist. Received: {shown} (looked for {path.resolve()}). "
+            "Fix: run `tuning run` first, or pass --storage with the URL the studies were written to "
+            "(sqlite:/// followed by a relative path, sqlite://// by an absolute one)."
+        )
+    try:
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+        storage.get_all_studies()
+    except Exception as exc:  # sqlalchemy raises many types: bad driver, unreachable host, no tables
+        detail = _redact(url, str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        raise StorageError(
+            f"Cannot open the Optuna storage. Received: {shown} ({type(exc).__name__}: {detail}). "
+            "Fix: check the URL, that the database server is running and that it holds Optuna studies."
+        ) from exc
+    return storage
+
+
+@dataclass
+class StudyView:
+    """One study and its trials, read once from the storage; every table and plot reads from it.
+
+    ``objectives`` are the objective names (the study's ``objectives`` attribute written by the runner, else
+    Optuna's metric names, else ``value`` / ``value_0``, ``value_1``...). ``maximize`` holds one flag per
+    objective.
+    """
+
+    study: optuna.Study
+    trials: list[FrozenTrial]
+    objectives: list[str]
+    maximize: list[bool]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The study's name."""
+        return self.study.study_name
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the study has more than one objective."""
+        return len(self.objectives) > 1
+
+    @functools.cached_property
+    def completed(self) -> list[FrozenTrial]:
+        """Completed trials in number order."""
+        import optuna
+
+        return [t for t in self.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None]
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StudyView:
+        """Read ``study``'s trials once and resolve its objective names and directions."""
+        import optuna
+
+        if isinstance(study, StudyView):
+            return study
+        directions = study.directions
+        maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in directions]
+        attrs = dict(study.user_attrs)
+        names = attrs.get(records.OBJECTIVES)
+        if not (isinstance(names, list) and len(names) == len(directions)):
+            names = study.metric_names
+        if not names:
+            names = ["value"] if len(directions) == 1 else [f"value_{i}" for i in range(len(directions))]
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        return cls(study=study, trials=trials, objectives=[str(n) for n in names], maximize=maximize, attrs=attrs)
+
+
+def as_view(study: optuna.Study | StudyView) -> StudyView:
+    """Accept a study or an already-loaded view."""
+    return study if isinstance(study, StudyView) else StudyView.of(study)
+
+
+def load_studies(
+    study_names: Sequence[str], storage: str | None = None, *, require_completed: bool = True
+) -> list[StudyView]:
+    """Load the named studies from one storage, each with its trials.
+
+    Example:
+        >>> views = load_studies(["mnist-tpe", "mnist-random"], "sqlite:///mlruns/optuna.db")  # doctest: +SKIP
+
+    Raises:
+        StorageError: the storage cannot be opened, or a study name is not in it (the message lists those that are).
+        EmptyStudyError: a study has no trial, or (with ``require_completed``) no completed trial.
+    """
+    import optuna
+
+    if isinstance(study_names, str):
+        study_names = [study_names]
+    if not study_names:
+        raise UserInputError("Name at least one study. Received: no study name. Fix: `tuning report STUDY`.")
+    backend = open_storage(storage)
+    shown = _redact(storage or _default())
+    existing = [s.study_name for s in backend.get_all_studies()]
+    views = []
+    for name in study_names:
+        if name not in existing:
+            listing = ", ".join(sorted(existing)) if existing else "none"
+            raise StorageError(
+                f"No study named {name!r} in {shown}. Received: {name}. "
+                f"Fix: use one of the studies in that storage ({listing}) or pass --storage."
+            )
+        view = StudyView.of(optuna.load_study(study_name=name, storage=backend))
+        if not view.trials:
+            raise EmptyStudyError(
+                f"Study {name!r} has no trials. Received: {name}. "
+                "Fix: run it first (`tuning run`) or pick another study."
+            )
+        if require_completed and not view.completed:
+            raise EmptyStudyError(
+                f"Study {name!r} has no completed trial, so there is no result to report. "
+                f"Received: {_state_counts(view)}{_reasons(view)}. "
+                "Fix: correct what made the trials fail (see the reasons), or run more trials."
+            )
+        views.append(view)
+    return views
+
+
+def _default() -> str:
+    from tuning._defaults import default_storage_url
+
+    return default_storage_url()
+
+
+def _state_counts(view: StudyView) -> str:
+    counts: dict[str, int] = {}
+    for t in view.trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def _reasons(view: StudyView, limit: int = 3) -> str:
+    shown = []
+    for t in view.trials:
+        reason = t.user_attrs.get(records.REASON) or t.system_attrs.get("fail_reason")
+        if reason:
+            shown.append(f"trial {t.number} {t.state.name.lower()}: {reason}")
+        if len(shown) == limit:
+            break
+    return f" ({'; '.join(shown)})" if shown else ""

@@ -1,0 +1,434 @@
+"""Assemble every table and plot of one or more studies, and write them as Markdown, HTML, CSV, LaTeX or JSON."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from tuning.errors import user_error
+from tuning.report._load import StudyView, _default, _redact, load_studies
+from tuning.report._tables import (
+    compare_studies,
+    leaderboard,
+    outcomes,
+    param_importance,
+    parameter_effects,
+    pareto_front,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+FORMATS = ("md", "html", "csv", "latex", "json")
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a study name: ``"mnist tpe/1"`` → ``"mnist-tpe-1"``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "study"
+
+
+@dataclass
+class StudyReport:
+    """One study's tables in order: leaderboard, Pareto front (multi-objective), effects, importance, outcomes."""
+
+    view: StudyView
+    tables: dict[str, pd.DataFrame]
+
+    @property
+    def name(self) -> str:
+        """The study's name."""
+        return self.view.name
+
+
+@dataclass
+class Report:
+    """Everything ``tuning report`` shows: the comparison table, each study's tables, and (on demand) the plots."""
+
+    studies: list[StudyReport]
+    comparison: pd.DataFrame
+    storage: str
+    top: int = 10
+    target: float | None = None
+    created: str = field(default_factory=lambda: datetime.now().isoformat(timespec="seconds"))
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table under a file-name-safe key: ``comparison``, ``<study>.leaderboard``, ``<study>.outcomes``…"""
+        out = {"comparison": self.comparison}
+        for section in self.studies:
+            out.update({f"{slug(section.name)}.{key}": df for key, df in section.tables.items()})
+        return out
+
+    def figures(self) -> dict[str, Figure]:
+        """Draw every plot: ``best_vs_time`` for all studies, then per study history, importance, parallel, curves."""
+        from tuning.report import _plots
+
+        figures = {"best_vs_time": _plots.plot_best_vs_time([s.view for s in self.studies], target=self.target)}
+        for section in self.studies:
+            key = slug(section.name)
+            figures[f"{key}.history"] = _plots.plot_optimization_history(section.view)
+            figures[f"{key}.importance"] = _plots.plot_param_importance(
+                section.tables["param_importance"], title=f"Parameter importance: {section.name}"
+            )
+            figures[f"{key}.parallel_coordinates"] = _plots.plot_parallel_coordinates(section.view)
+            figures[f"{key}.learning_curves"] = _plots.plot_learning_curves(section.view, top=min(self.top, 5))
+        return figures
+
+
+def build_report(
+    study_names: Sequence[str], storage: str | None = None, *, top: int = 10, target: float | None = None
+) -> Report:
+    """Load the studies from the storage and compute every table (plots are drawn by ``Report.figures``).
+
+    Example:
+        >>> report = build_report(["tpe", "random"], "sqlite:///mlruns/optuna.db", target=0.97)  # doctest: +SKIP
+        >>> report.comparison[["study", "best", "trials_to_target"]]  # doctest: +SKIP
+
+    Raises:
+        StorageError: the storage cannot be opened or a study is not in it.
+        EmptyStudyError: a study has no completed trial.
+        UserInputError: ``top`` is below 1.
+    """
+    if int(top) < 1:
+        raise user_error("--top must be at least 1", received=top, fix="pass --top 10")
+    views = load_studies(study_names, storage)
+    sections = []
+    for view in views:
+        tables = {"leaderboard": leaderboard(view, top=top)}
+        if view.multi_objective:
+            tables["pareto_front"] = pareto_front(view)
+        tables["parameter_effects"] = parameter_effects(view)
+        tables["param_importance"] = param_importance(view)
+        tables["outcomes"] = outcomes(view)
+        sections.append(StudyReport(view=view, tables=tables))
+    return Report(sections, compare_studies(views, target=target), _redact(storage or _default()), top, target)
+
+
+def write_report(
+    study_names: Sequence[str],
+    *,
+    storage: str | None = None,
+    fmt: str = "md",
+    out: str | Path | None = None,
+    top: int = 10,
+    target: float | None = None,
+    stream: TextIO | None = None,
+) -> list[Path]:
+    """Build the report of the named studies and write it; what ``tuning report`` runs. Returns the files written.
+
+    Without ``out``, ``md``, ``csv``, ``latex`` and ``json`` print the tables to ``stream`` (standard output)
+    and no file is written; ``html`` always writes a file, ``report.html`` in the current directory. Files
+    are returned, not printed (the command line prints them). With ``out`` (a folder, created if needed)
+    each format writes files there: ``report.md`` plus one PNG per plot, ``report.html`` (self-contained),
+    one ``<table>.csv`` per table, ``report.tex`` plus the PNGs, or ``report.json``.
+
+    Example:
+        >>> write_report(["mnist-tpe", "mnist-random"], fmt="html", out="reports", target=0.97)  # doctest: +SKIP
+        [PosixPath('reports/report.html')]
+
+    Raises:
+        UserInputError: unknown format, ``top`` below 1, ``out`` is an existing file; and the errors of
+            :func:`build_report` (StorageError, EmptyStudyError).
+    """
+    stream = stream if stream is not None else sys.stdout
+    if fmt not in FORMATS:
+        raise user_error("Unknown report format", received=fmt, fix=f"pass --format one of {', '.join(FORMATS)}")
+    folder = Path(out) if out is not None else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise user_error("--out must be a folder", received=str(folder), fix="pass a folder name such as reports/")
+    report = build_report(study_names, storage, top=top, target=target)
+    if folder is None and fmt != "html":
+        stream.write(render(report, fmt))
+        return []
+    folder = folder if folder is not None else Path.cwd()
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if fmt == "csv":
+        for key, df in report.tables().items():
+            path = folder / f"{key}.csv"
+            df.to_csv(path, index=False)
+            written.append(path)
+    elif fmt == "json":
+        written.append(_write(folder / "report.json", to_json(report)))
+    elif fmt == "html":
+        written.append(_write(folder / "report.html", to_html(report)))
+    else:
+        images = {}
+        for key, fig in report.figures().items():
+            path = folder / f"{key}.png"
+            fig.savefig(path)
+            images[key] = path.name
+            written.append(path)
+        text = to_markdown(report, images) if fmt == "md" else to_latex(report, images)
+        written.insert(0, _write(folder / ("report.md" if fmt == "md" else "report.tex"), text))
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def render(report: Report, fmt: str) -> str:
+    """The report as one text in ``fmt`` (``md``, ``html``, ``csv``, ``latex``, ``json``), without plot files.
+
+    Example:
+        >>> print(render(build_report(["mnist"]), "md"))  # doctest: +SKIP
+    """
+    if fmt == "md":
+        return to_markdown(report)
+    if fmt == "html":
+        return to_html(report)
+    if fmt == "latex":
+        return to_latex(report)
+    if fmt == "json":
+        return to_json(report)
+    if fmt == "csv":
+        return "\n".join(f"# {key}\n{df.to_csv(index=False)}" for key, df in report.tables().items())
+    raise user_error("Unknown report format", received=fmt, fix=f"use one of {', '.join(FORMATS)}")
+
+
+# ----------------------------------------------------------------------------------------------- display helpers
+def _cell(value: Any) -> str:
+    if value is None or value is _NA() or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e9 else f"{value:.4g}"
+    return str(value)
+
+
+def _NA() -> Any:  # noqa: N802 - pandas.NA, imported late
+    import pandas as pd
+
+    return pd.NA
+
+
+def _display(df: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as short text: 4 significant digits, empty for missing values."""
+    shown = df.astype(object).map(_cell) if not df.empty else df.astype(str)
+    shown.attrs = dict(df.attrs)
+    return shown
+
+
+def _sections(report: Report) -> list[tuple[str, str, pd.DataFrame]]:
+    """(heading, table key, table) in reading order."""
+    items = [("Study comparison", "comparison", report.comparison)]
+    for section in report.studies:
+        for key, df in section.tables.items():
+            items.append((f"{df.attrs.get('title', key)}: {section.name}", f"{slug(section.name)}.{key}", df))
+    return items
+
+
+def _header(report: Report) -> str:
+    names = ", ".join(s.name for s in report.studies)
+    return f"Studies {names} in {report.storage}, reported {report.created}."
+
+
+# ------------------------------------------------------------------------------------------------------- Markdown
+def _md_table(df: pd.DataFrame) -> str:
+    shown = _display(df)
+    if shown.empty:
+        return "_(empty)_\n"
+
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    numeric = [df[c].dtype.kind in "iuf" for c in df.columns]
+    lines = [row(df.columns), "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines += [row(r) for r in shown.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(report: Report, images: dict[str, str] | None = None) -> str:
+    """The report as Markdown: a heading, note and table per section; with ``images``, links to the PNG plots.
+
+    Example:
+        >>> print(to_markdown(build_report(["mnist"])))  # doctest: +SKIP
+    """
+    parts = [f"# Tuning report\n\n{_header(report)}\n"]
+    for heading, _key, df in _sections(report):
+        parts.append(f"## {heading}\n")
+        if df.attrs.get("note"):
+            parts.append(f"_{df.attrs['note']}_\n")
+        parts.append(_md_table(df))
+    if images:
+        parts.append("## Plots\n")
+        parts += [f"![{key}]({name})\n" for key, name in images.items()]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------- HTML
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1.05em; margin-top: 1.5em; }
+table.data { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+table.data th, table.data td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; }
+table.data th { background: #f0f0f0; } table.data tr:nth-child(even) td { background: #fafafa; }
+div.wide { overflow-x: auto; max-width: 100%; }
+p.note { color: #555; font-style: italic; } figure { margin: 1em 0; } img { max-width: 100%; }
+"""
+
+
+def _png_base64(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def to_html(report: Report, figures: dict[str, Figure] | None = None) -> str:
+    """One self-contained HTML page: every table, and every plot embedded as a base64 PNG.
+
+    Example:
+        >>> Path("report.html").write_text(to_html(build_report(["mnist"])))  # doctest: +SKIP
+    """
+    figures = report.figures() if figures is None else figures
+    body = [f"<h1>Tuning report</h1>\n<p>{html.escape(_header(report))}</p>"]
+
+    def table(heading: str, key: str, df: pd.DataFrame, level: int = 3) -> None:
+        body.append(f'<h{level} id="{html.escape(key)}">{html.escape(heading)}</h{level}>')
+        if df.attrs.get("note"):
+            body.append(f'<p class="note">{html.escape(df.attrs["note"])}</p>')
+        if df.empty:
+            body.append(f'<table class="data" data-table="{html.escape(key)}"><tr><td>(empty)</td></tr></table>')
+        else:
+            table_html = (
+                _display(df)
+                .to_html(index=False, escape=True, classes="data", border=0)
+                .replace("<table ", f'<table data-table="{html.escape(key)}" ', 1)
+            )
+            body.append(f'<div class="wide">{table_html}</div>')
+
+    def image(key: str) -> None:
+        alt = html.escape(key)
+        body.append(
+            f'<figure><img alt="{alt}" data-plot="{alt}" src="data:image/png;base64,{_png_base64(figures[key])}">'
+            f"<figcaption>{alt}</figcaption></figure>"
+        )
+
+    body.append("<h2>Comparison</h2>")
+    table("Study comparison", "comparison", report.comparison)
+    if "best_vs_time" in figures:
+        image("best_vs_time")
+    for section in report.studies:
+        key = slug(section.name)
+        body.append(f"<h2>Study {html.escape(section.name)}</h2>")
+        for name, df in section.tables.items():
+            table(df.attrs.get("title", name), f"{key}.{name}", df)
+            if name == "leaderboard":
+                for plot in ("history", "learning_curves"):
+                    if f"{key}.{plot}" in figures:
+                        image(f"{key}.{plot}")
+            if name == "param_importance":
+                for plot in ("importance", "parallel_coordinates"):
+                    if f"{key}.{plot}" in figures:
+                        image(f"{key}.{plot}")
+    title = html.escape("Tuning report: " + ", ".join(s.name for s in report.studies))
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------- LaTeX
+def to_latex(report: Report, images: dict[str, str] | None = None) -> str:
+    """A standalone LaTeX document (booktabs tables; with ``images``, the PNG plots as figures).
+
+    Example:
+        >>> Path("report.tex").write_text(to_latex(build_report(["mnist"])))  # doctest: +SKIP
+    """
+
+    def esc(text: str) -> str:
+        for a, b in (
+            ("\\", r"\textbackslash{}"),
+            ("&", r"\&"),
+            ("%", r"\%"),
+            ("$", r"\$"),
+            ("#", r"\#"),
+            ("_", r"\_"),
+            ("{", r"\{"),
+            ("}", r"\}"),
+            ("~", r"\textasciitilde{}"),
+            ("^", r"\^{}"),
+        ):
+            text = text.replace(a, b) if a != "\\" else text.replace(a, "\x00")
+        return text.replace("\x00", r"\textbackslash{}")
+
+    parts = [
+        r"\documentclass{article}",
+        r"\usepackage[margin=1.5cm,landscape]{geometry}",
+        r"\usepackage{booktabs}",
+        r"\usepackage{graphicx}",
+        r"\begin{document}",
+        r"\section*{Tuning report}",
+        esc(_header(report)),
+    ]
+    for heading, _key, df in _sections(report):
+        parts.append(rf"\subsection*{{{esc(heading)}}}")
+        if df.attrs.get("note"):
+            parts.append(rf"\emph{{{esc(df.attrs['note'])}}}\\")
+        if df.empty:
+            parts.append(r"(empty)")
+            continue
+        shown = _display(df)
+        shown.columns = [esc(str(c)) for c in shown.columns]
+        shown = shown.map(esc)
+        parts.append(r"{\small" + "\n" + shown.to_latex(index=False, escape=False) + "}")
+    for key, name in (images or {}).items():
+        parts += [
+            r"\begin{figure}[h]\centering",
+            rf"\includegraphics[width=0.8\linewidth]{{{name}}}",
+            rf"\caption{{{esc(key)}}}\end{{figure}}",
+        ]
+    parts.append(r"\end{document}")
+    return "\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------- JSON
+def to_json(report: Report) -> str:
+    """The report as one JSON document: ``comparison`` and per study each table as a list of records.
+
+    Numbers keep full precision; missing values are ``null``. Each table's title and note are under ``notes``.
+
+    Example:
+        >>> json.loads(to_json(build_report(["mnist"])))["studies"]["mnist"]["leaderboard"][0]  # doctest: +SKIP
+    """
+
+    def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+        plain = df.astype(object)
+        return plain.where(df.notna(), None).to_dict(orient="records")
+
+    document: dict[str, Any] = {
+        "storage": report.storage,
+        "created": report.created,
+        "target": report.target,
+        "comparison": records(report.comparison),
+        "studies": {},
+    }
+    for section in report.studies:
+        document["studies"][section.name] = {
+            "objectives": section.view.objectives,
+            "directions": ["maximize" if m else "minimize" for m in section.view.maximize],
+            **{key: records(df) for key, df in section.tables.items()},
+            "notes": {key: df.attrs.get("note", "") for key, df in section.tables.items()},
+        }
+    return json.dumps(document, indent=2, default=_json_scalar, allow_nan=False) + "\n"
+
+
+def _json_scalar(value: Any) -> Any:
+    """numpy scalars as Python numbers (``json`` writes floats with ``repr``: full precision)."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"Cannot write {type(value).__name__} to JSON. Received: {value!r}.")
