@@ -105,6 +105,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signum
 
 
+def _redact_logs(args: argparse.Namespace) -> None:
+    """Every log line (ours, Optuna's, MLflow's) goes through one handler that masks URL passwords."""
+    import logging
+
+    import optuna
+
+    from tuning._redact import RedactingFilter, secrets_in_url
+
+    urls = [getattr(args, "storage", None), getattr(args, "tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")]
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter([s for url in urls for s in secrets_in_url(url)]))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    optuna.logging.disable_default_handler()  # Optuna's records reach the root handler instead
+    optuna.logging.enable_propagation()
+
+
 def _safe(exc: BaseException) -> str:
     from rich.markup import escape
 
@@ -143,6 +160,11 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             from tuning.errors import user_error
 
             raise user_error(f"{name} must be at least 1", received=value, fix=f"pass {name} 1 or more")
+    if args.timeout is not None and not args.timeout > 0:
+        from tuning.errors import user_error
+
+        raise user_error("--timeout must be a positive number of seconds", received=args.timeout,
+                         fix="pass e.g. --timeout 600, or leave it out to run all trials")
     n_trials = args.n_trials or space.study.n_trials
     observers = [] if args.quiet else [ProgressDisplay(console, n_trials)]
     study = run(

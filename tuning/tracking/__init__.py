@@ -1,0 +1,18 @@
+"""Track every trial of a study in MLflow: a parent run per study, a nested run per trial, live.
+
+The study runner constructs :class:`MlflowTracker` when tracking is on (MLflow is imported only then),
+calls :meth:`MlflowTracker.check` before any trial runs, and passes it as a
+:class:`~tuning.observers.StudyObserver`. See ``docs/tracking.md`` for what each run holds.
+
+Example:
+    >>> from tuning.tracking import MlflowTracker
+    >>> tracker = MlflowTracker("sqlite:///mlruns/mlflow.db", keep_models=False)
+    >>> tracker.uri
+    'sqlite:///mlruns/mlflow.db'
+"""
+
+from __future__ import annotations
+
+from tuning.tracking._tracker import RUN_STATUS, MlflowTracker
+
+__all__ = ["RUN_STATUS", "MlflowTracker"]

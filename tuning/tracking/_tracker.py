@@ -1,0 +1,610 @@
+"""The MLflow tracker: one parent run per study, one nested run per trial, through ``MlflowClient``.
+
+Only explicit run ids are used (never ``mlflow.start_run``'s global run stack), so several threads and
+processes can track into the same study at once. Training threads never wait on MLflow: every call goes
+to one background thread per tracker (:mod:`tuning.tracking._worker`), in order. A trial's run is created
+there as soon as the trial starts, and ``trial_finished`` waits for its id (created seconds earlier) so
+that the trial's ``mlflow_run_id`` user attribute is set before Optuna records the trial. Only what needs
+the live Keras model runs in the trial's thread: its summary text, and saving it when it is the best yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from tuning import records
+from tuning._defaults import TRACKING_FILE
+from tuning._redact import redact_text, redact_url, secrets_in_url
+from tuning.errors import TrackingError
+from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, StudyObserver, TrialOutcome
+from tuning.tracking import _artifacts, _env
+from tuning.tracking._worker import _Worker
+
+if TYPE_CHECKING:
+    import optuna
+    from mlflow import MlflowClient
+
+    from tuning.space import SearchSpace, TrialConfig
+
+log = logging.getLogger("tuning.tracking")
+
+#: MLflow run status for each trial state; a pruned trial ran as intended and stopped early: FINISHED.
+RUN_STATUS = {COMPLETE: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED", INTERRUPTED: "KILLED"}
+
+# Tags this module writes (MLflow's own ``mlflow.*`` tags aside).
+TAG_ROLE = "tuning.role"  # "study" on the parent run, "trial" on a trial's run
+TAG_STUDY = "optuna.study_name"
+TAG_TRIAL = "optuna.trial_number"
+TAG_STATE = "tuning.state"  # running | complete | pruned | failed | interrupted
+TAG_REASON = "tuning.reason"
+TAG_STORAGE = "tuning.storage"  # the Optuna storage URL, redacted
+TAG_BEST_TRIAL = "tuning.best_trial"
+TAG_BEST_VALUE = "tuning.best_value"
+PARENT_TAG = "mlflow.parentRunId"
+
+BEST_MODEL = "best_model.keras"
+# Two processes that start the same study at the same moment each create a parent run, then keep the
+# oldest; a running parent this recent with the same study and storage is one of those.
+_RACE_WINDOW_MS = 10 * 60 * 1000
+_MAX_TAG = 5000
+
+
+class MlflowTracker(StudyObserver):
+    """Mirrors a study into MLflow: a parent run for the study, a nested run per trial, live.
+
+    Args:
+        tracking_uri: where runs land: any MLflow tracking URI (``http://host:5000``, ``sqlite:///x.db``,
+            ``databricks``). Default: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlruns/mlflow.db``
+            with artifacts in ``mlruns/artifacts``.
+        experiment: MLflow experiment name; default: the study's name.
+        keep_models: also save every complete trial's model (``model.keras`` on its run); by default
+            only the best model so far is kept, on the parent run (``best_model.keras``).
+        storage_url: the Optuna storage URL: a password in it is kept out of everything logged.
+
+    Example:
+        >>> tracker = MlflowTracker("sqlite:///mlruns/mlflow.db")   # doctest: +SKIP
+        >>> tracker.check()                                          # doctest: +SKIP
+        >>> tuning.run(space, observers=[tracker], tracking=False)    # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        *,
+        experiment: str | None = None,
+        keep_models: bool = False,
+        storage_url: str | None = None,
+    ) -> None:
+        from tuning._defaults import default_tracking_uri
+
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.experiment = experiment
+        self.keep_models = keep_models
+        self.storage_url = storage_url
+        self._secrets = secrets_in_url(self.tracking_uri) + secrets_in_url(storage_url)
+        self._worker = _Worker("mlflow-tracking", self._secrets)
+        self._lock = threading.Lock()
+        self._client: MlflowClient | None = None
+        self._experiment_id: str | None = None
+        self._experiment_name: str | None = None
+        self._parent_id: str | None = None
+        self._study: optuna.Study | None = None
+        self._objectives: list[str] = []
+        self._maximize: list[bool] = []
+        self._best: list[float | None] = []
+        self._counts = {COMPLETE: 0, PRUNED: 0, FAILED: 0}
+        self._runs: dict[int, Future[str]] = {}
+        self._tmpdir: str | None = None
+        self._parent_described = False
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def uri(self) -> str:
+        """The tracking URI with any password replaced by ``***`` (safe to print)."""
+        return redact_url(self.tracking_uri)
+
+    @property
+    def parent_run_id(self) -> str | None:
+        """The study's parent run, once :meth:`study_started` has run."""
+        return self._parent_id
+
+    def check(self) -> None:
+        """Connect to the tracking location now; raise :class:`TrackingError` if it cannot be used.
+
+        Example:
+            >>> MlflowTracker("http://127.0.0.1:9").check()   # doctest: +SKIP
+            Traceback (most recent call last):
+            tuning.errors.TrackingError: cannot reach the MLflow tracking server. Received: ...
+        """
+        if self._client is not None:
+            return
+        # set_terminated would print "View run ... at ..." to stdout for every run.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        uri = self.tracking_uri
+        scheme = urlsplit(uri).scheme
+        if scheme == "sqlite":
+            self._check_sqlite_path()
+        elif scheme in ("http", "https"):
+            self._check_reachable()
+        elif scheme in ("", "file") and not uri.startswith("databricks"):
+            self._check_directory(Path(urlsplit(uri).path if scheme else uri))
+        from mlflow import MlflowClient
+
+        # A new SQLite store logs "Creating initial MLflow database tables..." at INFO: not news to the user.
+        db_log = logging.getLogger("mlflow.store.db.utils")
+        level = db_log.level
+        db_log.setLevel(max(level, logging.WARNING))
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+        except Exception as exc:
+            raise self._error("cannot use the MLflow tracking location", exc) from None
+        finally:
+            db_log.setLevel(level)
+        if scheme == "sqlite":
+            self._check_directory(self._sqlite_artifact_root())
+        self._client = client
+        if self.experiment:
+            self._experiment_id = self._resolve_experiment(self.experiment)
+
+    def flush(self) -> None:
+        """Wait until everything logged so far has reached MLflow."""
+        self._worker.flush()
+
+    # ------------------------------------------------------------------ hooks
+
+    def study_started(self, study: optuna.Study, space: SearchSpace) -> None:
+        self.check()
+        name = self.experiment or study.study_name
+        if self._experiment_id is None or name != self._experiment_name:
+            self._experiment_id = self._resolve_experiment(name)
+        self._study = study
+        objectives = study.user_attrs.get(records.OBJECTIVES) or [o.metric for o in space.objectives]
+        self._objectives = [str(m) for m in objectives]
+        self._maximize = [d.name == "MAXIMIZE" for d in study.directions]
+        self._best = [None] * len(self._maximize)
+        self._counts = {COMPLETE: 0, PRUNED: 0, FAILED: 0}
+        self._parent_described = False
+        self._seed_from_storage(study)
+        self._parent_id = self._parent_run(study)
+        study.set_user_attr(records.MLFLOW_RUN_ID, self._parent_id)
+        study.set_user_attr(records.MLFLOW_EXPERIMENT, name)
+        space_yaml = _artifacts.space_yaml(space)
+        self._worker.submit(
+            "describe the study run", self._describe_study, self._parent_id, study.study_name, space_yaml
+        )
+
+    def trial_started(self, trial: optuna.Trial, config: TrialConfig) -> None:
+        if self._parent_id is None:
+            return
+        self._start_run(trial)
+
+    def epoch_ended(self, trial: optuna.Trial, epoch: int, logs: Mapping[str, float]) -> None:
+        run = self._runs.get(trial.number)
+        if run is None:
+            return
+        stamp = int(time.time() * 1000)
+        points = [(key, float(value)) for key, value in logs.items() if _is_number(value)]
+        self._worker.submit(f"log epoch {epoch} of trial {trial.number}", self._log_epoch, run, points, stamp, epoch)
+
+    def trial_finished(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        if self._parent_id is None:
+            return
+        with self._lock:
+            run = self._runs.pop(trial.number, None)
+        if run is None:  # the trial failed before trial_started (e.g. while sampling)
+            run = self._start_run(trial)
+            with self._lock:
+                self._runs.pop(trial.number, None)
+        # The run id must be on the trial before Optuna records it: normally created long ago.
+        try:
+            run_id = run.result()
+        except Exception:  # already logged by the worker; this trial goes untracked
+            return
+        values = [float(v) for v in outcome.values] if outcome.state == COMPLETE and outcome.values else []
+        with self._lock:
+            self._counts[outcome.state if outcome.state in self._counts else FAILED] += 1
+            counts = dict(self._counts)
+            improved = self._improve(values)
+            best = list(self._best)
+        # Only what needs the live model runs in this thread: its summary, and saving it when needed.
+        model = outcome.model
+        summary = _artifacts.model_summary(model) if model is not None else None
+        model_path = best_path = None
+        if model is not None and (self.keep_models or improved):
+            model_path = self._save_model(model, trial.number)
+            best_path = model_path if improved else None
+        finished = _FinishedTrial(
+            number=trial.number,
+            run_id=run_id,
+            state=outcome.state,
+            values=values,
+            reason=outcome.reason,
+            history={k: list(v) for k, v in (outcome.history or {}).items()},
+            user_attrs=dict(outcome.user_attrs or {}),
+            summary=summary,
+            model_path=model_path if self.keep_models else None,
+            best_path=best_path,
+            counts=counts,
+            best=best,
+            env=_env.environment_tags(),
+        )
+        self._worker.submit(f"finish the run of trial {trial.number}", self._finish_trial, finished)
+
+    def study_finished(self, study: optuna.Study, interrupted: bool) -> None:
+        if self._parent_id is None:
+            return
+        status = "KILLED" if interrupted else "FINISHED"
+        self._worker.submit("finish the study run", self._finish_study, self._parent_id, study, status)
+        self.flush()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+        if self._worker.failures:
+            log.warning(
+                "MLflow tracking: %d call(s) failed during this run (see the warnings above); the Optuna "
+                "storage holds every trial's results regardless.",
+                self._worker.failures,
+            )
+
+    # ------------------------------------------------------------------ checks
+
+    def _error(self, problem: str, exc: BaseException | None = None, fix: str | None = None) -> TrackingError:
+        detail = f" ({redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self._secrets)})"
+        problem = problem + (detail if exc is not None else "")
+        fix = fix or (
+            "start the server or correct the URI (--tracking-uri or MLFLOW_TRACKING_URI), or pass --no-tracking"
+        )
+        return TrackingError(f"{problem}. Received: {self.uri}. Fix: {fix}.")
+
+    def _check_reachable(self) -> None:
+        parts = urlsplit(self.tracking_uri)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((parts.hostname or "localhost", port), timeout=5):
+                pass
+        except OSError as exc:
+            raise self._error(
+                "cannot reach the MLflow tracking server",
+                exc,
+                fix=f"start it (`mlflow server --host {parts.hostname} --port {port}`), correct --tracking-uri "
+                "or MLFLOW_TRACKING_URI, or pass --no-tracking",
+            ) from None
+
+    def _sqlite_path(self) -> Path | None:
+        path = self.tracking_uri[len("sqlite:///") :] if self.tracking_uri.startswith("sqlite:///") else ""
+        path = path.split("?", 1)[0]
+        return Path(path) if path and path != ":memory:" else None
+
+    def _sqlite_artifact_root(self) -> Path:
+        """Artifacts of a SQLite-tracked experiment go beside the database: ``mlruns/artifacts``."""
+        path = self._sqlite_path()
+        if path is None:
+            return Path(TRACKING_FILE.parent, "artifacts").resolve()
+        return (path.parent / "artifacts").resolve()
+
+    def _check_sqlite_path(self) -> None:
+        path = self._sqlite_path()
+        if path is None:
+            return
+        self._check_directory(path.parent)
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise self._error(
+                "the MLflow database file is not writable", fix=f"make {path} writable or pass another --tracking-uri"
+            )
+
+    def _check_directory(self, directory: Path) -> None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._error(
+                f"cannot create the tracking folder {directory}",
+                exc,
+                fix="choose a writable location with --tracking-uri",
+            ) from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise self._error(
+                f"the tracking folder {directory} is not writable",
+                fix="make it writable or choose another location with --tracking-uri",
+            )
+
+    # ------------------------------------------------------------------ runs
+
+    def _resolve_experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created when missing (safe when processes race to create it)."""
+        from mlflow.exceptions import MlflowException
+
+        assert self._client is not None
+        client = self._client
+        try:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                location = None
+                if urlsplit(self.tracking_uri).scheme == "sqlite":
+                    location = str(self._sqlite_artifact_root())
+                try:
+                    client.create_experiment(name, artifact_location=location)
+                except MlflowException as exc:
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                experiment = client.get_experiment_by_name(name)
+        except MlflowException as exc:
+            raise self._error(f"cannot open or create the MLflow experiment {name!r}", exc) from None
+        if experiment is None or experiment.lifecycle_stage == "deleted":
+            raise self._error(
+                f"the MLflow experiment {name!r} is deleted",
+                fix=f"restore it (MLflow UI, or `mlflow experiments restore --experiment-id "
+                f"{experiment.experiment_id if experiment else '?'}`), remove it for good with `mlflow gc`, "
+                "or track under another experiment name",
+            )
+        self._experiment_name = name
+        return experiment.experiment_id
+
+    def _parent_run(self, study: optuna.Study) -> str:
+        """The study's parent run: the one recorded on the study when it still exists, else a new one."""
+        from mlflow.exceptions import MlflowException
+
+        assert self._client is not None
+        client = self._client
+        known = study.user_attrs.get(records.MLFLOW_RUN_ID)
+        if known:
+            try:
+                run = client.get_run(known)
+            except MlflowException:
+                run = None
+            if (
+                run is not None
+                and run.info.lifecycle_stage == "active"
+                and run.info.experiment_id == self._experiment_id
+            ):
+                if run.info.status != "RUNNING":
+                    client.update_run(known, status="RUNNING")
+                return known
+            log.warning(
+                "MLflow tracking: the study's parent run %s is not in experiment %r of %s; starting a new one",
+                known,
+                self._experiment_name,
+                self.uri,
+            )
+        storage = redact_text(self.storage_url, self._secrets) if self.storage_url else ""
+        tags = {TAG_ROLE: "study", TAG_STUDY: study.study_name}
+        if storage:
+            tags[TAG_STORAGE] = storage
+        mine = client.create_run(self._experiment_id, run_name=study.study_name, tags=tags).info
+        # Another process may have started the same study at the same moment: keep the oldest parent.
+        since = mine.start_time - _RACE_WINDOW_MS
+        rivals = client.search_runs(
+            [self._experiment_id],
+            filter_string=f"tags.`{TAG_ROLE}` = 'study' and attributes.status = 'RUNNING' "
+            f"and attributes.start_time >= {since}",
+            max_results=1000,
+        )
+        same = [
+            r.info
+            for r in rivals
+            if r.data.tags.get(TAG_STUDY) == study.study_name and r.data.tags.get(TAG_STORAGE, "") == storage
+        ]
+        oldest = min([*same, mine], key=lambda info: (info.start_time, info.run_id))
+        if oldest.run_id != mine.run_id:
+            client.delete_run(mine.run_id)
+        return oldest.run_id
+
+    def _start_run(self, trial: optuna.Trial) -> Future[str]:
+        """Create the trial's run in the worker; the future gives its id (set on the trial as well)."""
+        run: Future[str] = Future()
+        with self._lock:
+            self._runs[trial.number] = run
+        params = dict(trial.params)
+        self._worker.submit(f"create the run of trial {trial.number}", self._create_trial_run, trial, params, run)
+        return run
+
+    def _create_trial_run(self, trial: optuna.Trial, params: Mapping[str, Any], run: Future[str]) -> None:
+        from mlflow.entities import Param
+
+        assert self._client is not None and self._study is not None
+        tags = {
+            PARENT_TAG: self._parent_id,
+            TAG_ROLE: "trial",
+            TAG_STUDY: self._study.study_name,
+            TAG_TRIAL: str(trial.number),
+            TAG_STATE: "running",
+        }
+        try:
+            run_id = self._client.create_run(self._experiment_id, run_name=f"trial-{trial.number}", tags=tags)
+            run_id = run_id.info.run_id
+            trial.set_user_attr(records.MLFLOW_RUN_ID, run_id)
+        except BaseException as exc:
+            run.set_exception(exc)
+            raise
+        run.set_result(run_id)
+        items = [Param(key, self._safe(value)) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self._client.log_batch(run_id, params=items[start : start + 100])
+
+    def _seed_from_storage(self, study: optuna.Study) -> None:
+        """Counts and best values of the trials a resumed study already holds."""
+        import optuna
+
+        for frozen in study.get_trials(deepcopy=False):
+            if frozen.state == optuna.trial.TrialState.COMPLETE:
+                self._counts[COMPLETE] += 1
+                self._improve(list(frozen.values or []))
+            elif frozen.state == optuna.trial.TrialState.PRUNED:
+                self._counts[PRUNED] += 1
+            elif frozen.state == optuna.trial.TrialState.FAIL:
+                self._counts[FAILED] += 1
+
+    def _improve(self, values: Sequence[float]) -> bool:
+        """Update the best value of each objective; true when the first objective improved."""
+        improved = False
+        for i, value in enumerate(values[: len(self._best)]):
+            if math.isnan(value):
+                continue
+            best = self._best[i]
+            if best is None or (value > best if self._maximize[i] else value < best):
+                self._best[i] = value
+                improved = improved or i == 0
+        return improved
+
+    def _save_model(self, model: Any, number: int) -> str | None:
+        if self._tmpdir is None:
+            with self._lock:
+                if self._tmpdir is None:
+                    self._tmpdir = tempfile.mkdtemp(prefix="tuning-mlflow-")
+        path = os.path.join(self._tmpdir, f"trial-{number}", "model.keras")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            model.save(path)
+        except Exception as exc:
+            log.warning("MLflow tracking: cannot save the model of trial %d: %s", number, exc)
+            return None
+        return path
+
+    # ------------------------------------------------------------------ worker jobs
+
+    def _describe_study(self, run_id: str, study_name: str, space_yaml: str | None) -> None:
+        from mlflow.entities import RunTag
+
+        assert self._client is not None
+        tags = {
+            TAG_STUDY: study_name,
+            "tuning.objectives": ", ".join(
+                f"{m} ({'max' if up else 'min'})" for m, up in zip(self._objectives, self._maximize, strict=False)
+            ),
+        }
+        self._client.log_batch(run_id, tags=[RunTag(k, self._safe(v)) for k, v in tags.items()])
+        if space_yaml is not None:
+            self._client.log_text(run_id, self._safe(space_yaml, limit=None), "space.yaml")
+
+    def _log_epoch(self, run: Future[str], points: list[tuple[str, float]], stamp: int, epoch: int) -> None:
+        from mlflow.entities import Metric
+
+        assert self._client is not None
+        if points and run.done() and run.exception() is None:  # else creating the run failed (logged)
+            self._client.log_batch(run.result(), metrics=[Metric(k, v, stamp, epoch) for k, v in points])
+
+    def _finish_trial(self, done: _FinishedTrial) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        assert self._client is not None and self._parent_id is not None
+        client = self._client
+        stamp = int(time.time() * 1000)
+        final: dict[str, float] = {f"final.{m}": v for m, v in zip(self._objectives, done.values, strict=False)}
+        for attr in (records.TEST_ACCURACY, records.PARAM_COUNT, records.TRAIN_SECONDS, records.EPOCHS):
+            if _is_number(done.user_attrs.get(attr)):
+                final[f"final.{attr}"] = float(done.user_attrs[attr])
+        tags = {TAG_STATE: done.state, **done.env}
+        if done.reason:
+            tags[TAG_REASON] = done.reason
+        if records.SEED in done.user_attrs:
+            tags["tuning.seed"] = str(done.user_attrs[records.SEED])
+        client.log_batch(
+            done.run_id,
+            metrics=[Metric(k, v, stamp, 0) for k, v in final.items()],
+            tags=[RunTag(k, self._safe(v)) for k, v in tags.items()],
+        )
+        if done.history:
+            client.log_text(done.run_id, _artifacts.history_csv(done.history), "history.csv")
+        if done.summary:
+            client.log_text(done.run_id, done.summary, "model_summary.txt")
+        if done.model_path:
+            client.log_artifact(done.run_id, done.model_path)
+        client.set_terminated(done.run_id, RUN_STATUS.get(done.state, "FAILED"))
+
+        parent_metrics = [Metric(f"trials.{state}", float(n), stamp, done.number) for state, n in done.counts.items()]
+        parent_metrics += [
+            Metric(f"best.{m}", float(v), stamp, done.number)
+            for m, v in zip(self._objectives, done.best, strict=False)
+            if v is not None
+        ]
+        parent_tags = []
+        if not self._parent_described:  # environment tags need a thread that trained: the first trial's
+            self._parent_described = True
+            parent_tags = [RunTag(k, self._safe(v)) for k, v in done.env.items()]
+        client.log_batch(self._parent_id, metrics=parent_metrics, tags=parent_tags)
+        if done.best_path:
+            self._upload_best(done)
+
+    def _upload_best(self, done: _FinishedTrial) -> None:
+        """Replace the parent's best model, unless another process has meanwhile logged a better one."""
+        assert self._client is not None and self._parent_id is not None and done.best_path
+        from mlflow.entities import RunTag
+
+        value = done.values[0]
+        recorded = self._client.get_run(self._parent_id).data.tags.get(TAG_BEST_VALUE)
+        if recorded is not None:
+            try:
+                other = float(recorded)
+            except ValueError:
+                other = None
+            if other is not None and (other > value if self._maximize[0] else other < value):
+                return
+        folder = os.path.dirname(done.best_path)
+        best = os.path.join(folder, BEST_MODEL)
+        if done.model_path:  # the same file is also this trial's own model.keras: upload a copy
+            shutil.copyfile(done.best_path, best)
+        else:
+            os.replace(done.best_path, best)
+        self._client.log_artifact(self._parent_id, best)
+        self._client.log_batch(
+            self._parent_id,
+            tags=[
+                RunTag(TAG_BEST_TRIAL, str(done.number)),
+                RunTag(TAG_BEST_VALUE, repr(value)),
+                RunTag("tuning.best_run_id", done.run_id),
+            ],
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def _finish_study(self, run_id: str, study: optuna.Study, status: str) -> None:
+        assert self._client is not None
+        try:
+            figure = _artifacts.learning_curves_png(study, self._objectives, self._maximize)
+        except Exception as exc:  # a plot is a nicety
+            log.debug("no learning-curve plot: %s", exc)
+            figure = None
+        if figure is not None:
+            self._client.log_artifact(run_id, figure)
+            shutil.rmtree(os.path.dirname(figure), ignore_errors=True)
+        self._client.set_terminated(run_id, status)
+
+    def _safe(self, value: Any, limit: int | None = _MAX_TAG) -> str:
+        text = redact_text(str(value), self._secrets)
+        return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class _FinishedTrial:
+    """What the worker needs to close a trial's run (a plain record: the model itself is not kept)."""
+
+    number: int
+    run_id: str
+    state: str
+    values: list[float]
+    reason: str | None
+    history: dict[str, list[float]]
+    user_attrs: dict[str, Any]
+    summary: str | None
+    model_path: str | None
+    best_path: str | None
+    counts: dict[str, int]
+    best: list[float | None]
+    env: dict[str, str]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
