@@ -52,7 +52,8 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_val.max()) + 1)
+        """Output units: the largest label in any split plus one (a small train_size may miss a class)."""
+        return int(max(y.max() for y in (self.y_train, self.y_val, self.y_test) if len(y)) + 1)
 
     @property
     def chance_accuracy(self) -> float:
@@ -214,6 +215,13 @@ def _read_npz(file: Path) -> dict[str, np.ndarray]:
             return {k: npz[k] for k in _KEYS}
     except DataError:
         raise
+    except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise DataError(f"cannot read {file} as an .npz file ({exc}). Fix: save it with numpy.savez.") from exc
+        raise DataError(
+            f"{file} holds Python objects, not plain arrays; they are never unpickled (a file could run code). "
+            "Fix: save numeric arrays with numpy.savez."
+        ) from exc
     except Exception as exc:
         raise DataError(
             f"cannot read {file} as an .npz file ({type(exc).__name__}: {exc}). "

@@ -1,0 +1,210 @@
+"""tuning.data: where the arrays come from, how they are split, and what a user reads when they are missing.
+
+Fast: small .npz files written into tmp_path (MNIST itself is never copied), no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tuning import data
+from tuning._defaults import DATA_DIR_ENV
+from tuning.errors import DataError, UserInputError
+from tuning.space import SearchSpace
+
+
+def arrays(n_train: int = 100, n_test: int = 30, offset: int = 0) -> dict[str, np.ndarray]:
+    """MNIST-shaped uint8 images whose first pixel holds the row number (plus ``offset``), labels 0..9."""
+    x_train = np.zeros((n_train, 28, 28), "uint8")
+    x_train[:, 0, 0] = (np.arange(n_train) + offset) % 256
+    x_test = np.full((n_test, 28, 28), 255, "uint8")
+    return {"x_train": x_train, "y_train": np.arange(n_train) % 10,
+            "x_test": x_test, "y_test": (np.arange(n_test) + 3) % 10}
+
+
+def write_npz(path: Path, **overrides: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{**arrays(), **overrides})
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test decides itself whether $TUNING_DATA_DIR is set."""
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+
+
+def test_npz_by_file_path(tmp_path: Path) -> None:
+    file = write_npz(tmp_path / "digits.npz")
+    ds = data.load("mnist", path=file, validation_split=0.2)
+    assert ds.name == "mnist"
+    assert ds.x_train.shape == (80, 28, 28, 1) and ds.x_val.shape == (20, 28, 28, 1)
+    assert ds.x_test.shape == (30, 28, 28, 1)
+    assert ds.x_train.dtype == np.float32 and float(ds.x_test.max()) == 1.0  # scaled from 0..255 to 0..1
+    assert ds.input_shape == (28, 28, 1) and ds.num_classes == 10
+
+
+def test_npz_by_folder_uses_dataset_name(tmp_path: Path) -> None:
+    write_npz(tmp_path / "fashion_mnist.npz", x_test=np.zeros((7, 28, 28), "uint8"), y_test=np.zeros(7, "int64"))
+    write_npz(tmp_path / "mnist.npz")
+    ds = data.load("fashion_mnist", path=tmp_path)
+    assert len(ds.x_test) == 7
+
+
+def test_tuning_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_npz(tmp_path / "mnist.npz", x_test=np.zeros((11, 28, 28), "uint8"), y_test=np.zeros(11, "int64"))
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert len(data.load("mnist").x_test) == 11
+
+
+def test_explicit_path_wins_over_tuning_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_npz(tmp_path / "env" / "mnist.npz", x_test=np.zeros((5, 28, 28), "uint8"), y_test=np.zeros(5, "int64"))
+    mine = write_npz(tmp_path / "mine.npz")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    assert len(data.load("mnist", path=mine).x_test) == 30
+
+
+def test_load_spec_reads_the_space_data_section(tmp_path: Path) -> None:
+    file = write_npz(tmp_path / "d.npz")
+    space = SearchSpace.from_dict({
+        "data": {"path": str(file), "train_size": 50, "validation_split": 0.2, "test_size": 10},
+        "model": {"family": "mlp"}, "train": {"epochs": 1},
+    })
+    ds = data.load_spec(space.data)
+    assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (40, 10, 10)
+
+
+def test_arrays_from_python_tuple_and_mapping() -> None:
+    a = arrays()
+    from_tuple = data.from_arrays((a["x_train"], a["y_train"], a["x_test"], a["y_test"]), validation_split=0.1)
+    from_mapping = data.from_arrays(a, validation_split=0.1)
+    assert from_tuple.x_train.shape == (90, 28, 28, 1) and from_tuple.x_val.shape == (10, 28, 28, 1)
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(from_tuple, name), getattr(from_mapping, name))
+
+
+def test_train_size_and_validation_split_sizes() -> None:
+    ds = data.from_arrays(arrays(n_train=100), train_size=60, validation_split=0.25)
+    assert (len(ds.x_train), len(ds.x_val)) == (45, 15)
+    ds = data.from_arrays(arrays(n_train=100), validation_split=0.1667)
+    assert (len(ds.x_train), len(ds.x_val)) == (83, 17)
+    ds = data.from_arrays(arrays(n_train=100), validation_split=0.0)  # at least one validation image
+    assert (len(ds.x_train), len(ds.x_val)) == (99, 1)
+
+
+def test_train_and_validation_are_disjoint_and_seeded() -> None:
+    a = arrays(n_train=200)
+    ds = data.from_arrays(a, train_size=150, validation_split=0.2, seed=3)
+    ids = lambda x: set(np.rint(x[:, 0, 0, 0] * 255).astype(int))  # noqa: E731  the row number in pixel 0
+    train, val = ids(ds.x_train), ids(ds.x_val)
+    assert len(train) == 120 and len(val) == 30 and not train & val
+    same = data.from_arrays(a, train_size=150, validation_split=0.2, seed=3)
+    other = data.from_arrays(a, train_size=150, validation_split=0.2, seed=4)
+    np.testing.assert_array_equal(ds.x_val, same.x_val)
+    assert ids(other.x_val) != val
+
+
+def test_test_set_is_kept_apart_and_in_order() -> None:
+    a = arrays(n_train=100, n_test=30)
+    a["x_test"] = np.zeros((30, 28, 28), "uint8")
+    a["x_test"][:, 0, 0] = 200 + np.arange(30)
+    ds = data.from_arrays(a, train_size=50, validation_split=0.2, test_size=12, seed=1)
+    np.testing.assert_array_equal(np.rint(ds.x_test[:, 0, 0, 0] * 255), 200 + np.arange(12))
+    np.testing.assert_array_equal(ds.y_test, (np.arange(12) + 3) % 10)
+    seen = set(np.rint(np.concatenate([ds.x_train, ds.x_val])[:, 0, 0, 0] * 255).astype(int))
+    assert not seen & set(range(200, 230))  # no test image in training or validation
+
+
+def test_missing_file_says_where_and_how(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "mnist.npz"
+    with pytest.raises(DataError) as info:
+        data.load("mnist", path=missing)
+    message = str(info.value)
+    assert str(missing) in message and "Fix:" in message and ".npz" in message
+    assert isinstance(info.value, UserInputError)
+
+
+@pytest.mark.slow
+def test_no_local_copy_and_no_network_says_how_to_provide_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offline machine without mnist.npz: the failed Keras download becomes a DataError with the fix."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # no cached download
+    # urllib caches its first opener with the proxies of that moment: keep the dead proxy out of later tests.
+    monkeypatch.setattr(urllib.request, "_opener", None)
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # the discard port: the download is refused at once
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(DataError) as info:
+        data.load("mnist")
+    message = str(info.value)
+    assert "the Keras download failed" in message and f"${DATA_DIR_ENV} is not set" in message
+    assert f"{DATA_DIR_ENV}=<folder>" in message and "mnist.npz" in message and "--data-dir" in message
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "empty"))
+    with pytest.raises(DataError, match=f"Looked locally in: {tmp_path / 'empty' / 'mnist.npz'}"):
+        data.load("mnist")
+
+
+def test_empty_data_dir_unknown_dataset_lists_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(DataError) as info:
+        data.load("my_digits")
+    message = str(info.value)
+    assert str(tmp_path / "my_digits.npz") in message and "data.path" in message
+
+
+def test_wrong_arrays_in_npz(tmp_path: Path) -> None:
+    file = tmp_path / "wrong.npz"
+    np.savez(file, images=np.zeros((3, 28, 28)), labels=np.zeros(3))
+    with pytest.raises(DataError) as info:
+        data.load("mnist", path=file)
+    message = str(info.value)
+    assert str(file) in message and "x_train" in message and "images" in message and "Fix:" in message
+
+
+def test_file_that_is_not_npz(tmp_path: Path) -> None:
+    file = tmp_path / "mnist.npz"
+    file.write_text("not a zip archive")
+    with pytest.raises(DataError, match="cannot read .*mnist.npz"):
+        data.load("mnist", path=tmp_path)
+
+
+def test_wrong_python_arrays() -> None:
+    a = arrays()
+    with pytest.raises(DataError, match="no array y_test"):
+        data.from_arrays({k: v for k, v in a.items() if k != "y_test"})
+    with pytest.raises(DataError, match="Received 3 arrays"):
+        data.from_arrays((a["x_train"], a["y_train"], a["x_test"]))
+    with pytest.raises(DataError, match="x_train has 100 rows but y_train has 99"):
+        data.from_arrays((a["x_train"], a["y_train"][:99], a["x_test"], a["y_test"]))
+    with pytest.raises(DataError, match="train_size is larger"):
+        data.from_arrays(a, train_size=101)
+    with pytest.raises(DataError, match="leaves no training image"):
+        data.from_arrays(a, train_size=4, validation_split=0.9)
+
+
+def test_num_classes_counts_a_class_only_the_test_set_has() -> None:
+    a = arrays(n_train=40)
+    a["y_train"] = np.arange(40) % 9  # digits 0-8 only, as a tiny train_size can give
+    ds = data.from_arrays(a, validation_split=0.25)
+    assert ds.num_classes == 10  # the test set has 9s: the model needs an output for them
+
+
+def test_chance_accuracy_is_the_majority_class_rate() -> None:
+    a = arrays(n_train=100)
+    a["y_train"] = np.where(np.arange(100) < 70, 1, 2)
+    ds = data.from_arrays(a, validation_split=0.5, seed=0)
+    assert ds.chance_accuracy == np.bincount(ds.y_val).max() / len(ds.y_val)
+    assert 0.5 < ds.chance_accuracy < 0.9
+
+
+def test_an_npz_holding_python_objects_is_refused_not_unpickled(tmp_path: Path) -> None:
+    file = tmp_path / "objects.npz"
+    labels = np.zeros(2, "uint8")
+    np.savez(file, x_train=np.array([{"a": 1}, None], dtype=object), y_train=labels, x_test=labels, y_test=labels)
+    with pytest.raises(DataError, match="never unpickled") as info:
+        data.load("mnist", path=file)
+    assert str(file) in str(info.value) and "numpy.savez" in str(info.value)

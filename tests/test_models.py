@@ -1,0 +1,129 @@
+"""tuning.models: the seed configurations build exactly, impossible ones fail before training, build_fn works.
+
+Builds real Keras models (no training except the build_fn test, which trains one epoch on 300 images).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tuning.errors import ConfigurationError
+from tuning.models import build_model, check_buildable
+from tuning.space import Augmentation, ModelConfig, SearchSpace, TrainConfig, TrialConfig
+
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+MNIST = (28, 28, 1)
+
+
+def layers_of(model: object, kind: str) -> list:
+    return [layer for layer in model.layers if type(layer).__name__ == kind]  # type: ignore[attr-defined]
+
+
+def test_tf_tutorial_cnn_builds_exactly() -> None:
+    cfg = SearchSpace.from_yaml(SPACES / "mnist_cnn.yaml").config_from_params(
+        SearchSpace.from_yaml(SPACES / "mnist_cnn.yaml").enqueued()[0]
+    ).model
+    model = build_model(cfg, MNIST, 10)
+    convs = layers_of(model, "Conv2D")
+    assert [c.filters for c in convs] == [32, 64]
+    assert [tuple(c.kernel_size) for c in convs] == [(5, 5), (5, 5)]
+    assert [c.padding for c in convs] == ["same", "same"]
+    assert len(layers_of(model, "MaxPooling2D")) == 2
+    dense = layers_of(model, "Dense")
+    assert [d.units for d in dense] == [1024, 10]
+    assert [d.rate for d in layers_of(model, "Dropout")] == [0.5]
+    assert model.output_shape == (None, 10)
+    assert model.count_params() == 3_274_634  # the tutorial's 5x5x1x32+32 + 5x5x32x64+64 + 3136x1024+1024 + 1024x10+10
+
+
+@pytest.mark.parametrize(
+    ("depth", "width", "dropout", "params"),
+    [
+        (1, 50, 0.0, 784 * 50 + 50 + 50 * 10 + 10),  # 784-50-10: 39,760
+        (1, 500, 0.0, 784 * 500 + 500 + 500 * 10 + 10),  # 500 wide: 397,510
+        (5, 50, 0.0, 784 * 50 + 50 + 4 * (50 * 50 + 50) + 50 * 10 + 10),  # 5 x 50 deep
+        (5, 500, 0.2, 784 * 500 + 500 + 4 * (500 * 500 + 500) + 500 * 10 + 10),  # 5 x 500 with dropout 0.2
+    ],
+)
+def test_keras_tutorial_mlps(depth: int, width: int, dropout: float, params: int) -> None:
+    space = SearchSpace.from_yaml(SPACES / "mnist_mlp.yaml")
+    entry = next(e for e in space.enqueued()
+                 if (e["model.depth"], e["model.width"], e["model.dropout"]) == (depth, width, dropout))
+    model = build_model(space.config_from_params({**entry, "train.epochs": 5}).model, MNIST, 10)
+    dense = layers_of(model, "Dense")
+    assert [d.units for d in dense] == [width] * depth + [10]
+    assert all(d.activation.__name__ == "relu" for d in dense[:-1]) and dense[-1].activation.__name__ == "softmax"
+    assert [d.rate for d in layers_of(model, "Dropout")] == ([dropout] * depth if dropout else [])
+    assert model.count_params() == params
+
+
+def test_pytorch_style_cnn() -> None:
+    space = SearchSpace.from_yaml(SPACES / "mnist_pytorch_cnn.yaml")
+    model = build_model(space.config_from_params(space.enqueued()[0]).model, MNIST, 10)
+    convs = layers_of(model, "Conv2D")
+    assert [c.filters for c in convs] == [32, 32, 64]
+    assert [tuple(c.kernel_size) for c in convs] == [(5, 5), (5, 5), (3, 3)]
+    pools = layers_of(model, "MaxPooling2D")
+    assert len(pools) == 3 and pools[-1].output.shape[1:] == (3, 3, 64)  # 28 -> 14 -> 7 -> 3, each pooled
+    assert [d.units for d in layers_of(model, "Dense")] == [64, 10]
+    assert [d.rate for d in layers_of(model, "Dropout")] == [0.5]
+
+
+def test_too_many_pooling_blocks_fails_before_building() -> None:
+    cfg = ModelConfig(family="cnn", depth=6, width=(8,) * 6, kernel_size=(3,) * 6, dense_units=16)
+    with pytest.raises(ConfigurationError) as info:
+        check_buildable(cfg, MNIST)
+    message = str(info.value)
+    assert "too many pooling blocks for 28×28" in message and "block 5" in message and "model.depth" in message
+    with pytest.raises(ConfigurationError, match="too many pooling blocks"):
+        build_model(cfg, MNIST, 10)
+    check_buildable(ModelConfig(family="cnn", depth=4, width=(8,) * 4, kernel_size=(3,) * 4), MNIST)  # 28→1 fits
+
+
+def test_valid_padding_kernels_too_large() -> None:
+    cfg = ModelConfig(family="cnn", depth=3, width=(8, 8, 8), kernel_size=(7, 7, 7), padding="valid")
+    with pytest.raises(ConfigurationError, match="conv block 3 .*kernel 7.*padding valid"):
+        check_buildable(cfg, MNIST)
+
+
+def test_cnn_on_flat_vectors_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="family: mlp"):
+        check_buildable(ModelConfig(family="cnn", depth=1, width=(8,), kernel_size=(3,)), (784,))
+
+
+def test_batch_norm_and_augmentation_layers() -> None:
+    cfg = ModelConfig(family="mlp", depth=2, width=(16, 8), dropout=(0.1, 0.0), batch_norm=True)
+    model = build_model(cfg, MNIST, 10, Augmentation(rotation=0.05, shift=0.1, zoom=0.1))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[1:4] == ["RandomRotation", "RandomTranslation", "RandomZoom"]
+    assert kinds.count("BatchNormalization") == 2 and kinds.count("Dropout") == 1
+    assert layers_of(model, "Dense")[0].activation.__name__ == "linear"  # relu comes after the normalisation
+
+
+@pytest.mark.slow
+def test_build_fn_escape_hatch(mnist_dir: str | None) -> None:
+    """A user's build_fn replaces the model section; an uncompiled model is compiled from the train section."""
+    import keras
+
+    from tuning import data
+    from tuning.training import train
+
+    seen: list[TrialConfig] = []
+
+    def build_fn(config: TrialConfig) -> keras.Model:
+        seen.append(config)
+        return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                 keras.layers.Dense(config.params.get("units", 24), activation="relu"),
+                                 keras.layers.Dense(10, activation="softmax")])
+
+    ds = data.load("mnist", path=mnist_dir, train_size=300, validation_split=0.2, test_size=100)
+    cfg = TrialConfig(ModelConfig("mlp", 1, (999,)), TrainConfig(epochs=1, learning_rate=0.003), {"units": 24})
+    result = train(cfg, ds, seed=0, build_fn=build_fn)
+    assert seen == [cfg]
+    assert result.state == "complete" and result.param_count == 784 * 24 + 24 + 24 * 10 + 10
+    assert result.model.optimizer.__class__.__name__ == "Adam"
+    assert np.isclose(float(result.model.optimizer.learning_rate), 0.003)
+    assert result.test_accuracy is not None and 0.0 <= result.test_accuracy <= 1.0

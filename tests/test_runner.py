@@ -1,0 +1,163 @@
+"""tuning.run: real Optuna SQLite studies training real Keras models on a few hundred MNIST images.
+
+Tracking is off here (tests/test_tracking.py covers MLflow). Each trial trains an MLP for 1-3 epochs on 240 images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from conftest import tiny_space
+from optuna.trial import TrialState
+
+import tuning
+from tuning import _study, records
+from tuning.errors import UserInputError
+from tuning.space import TrialConfig
+from tuning.training import train
+
+pytestmark = pytest.mark.slow
+
+ENQUEUED = [
+    {"model.depth": 2, "model.width": [32, 16], "model.dropout": 0.1, "train.epochs": 2},
+    {"model.depth": 1, "model.width": [16], "model.dropout": 0.0, "train.epochs": 1},
+]
+
+
+def storage_of(path: Path) -> str:
+    return f"sqlite:///{path / 'optuna.db'}"
+
+
+def snapshot(study: optuna.Study) -> list[tuple[Any, ...]]:
+    return [(t.number, t.state, t.params, t.values, t.datetime_start) for t in study.get_trials()]
+
+
+def test_run_records_every_trial(workdir: Path) -> None:
+    study = tuning.run(tiny_space(), tracking=False)
+    assert (workdir / "mlruns" / "optuna.db").is_file()  # the default storage
+    loaded = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    trials = loaded.get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert loaded.user_attrs[records.OBJECTIVES] == ["val_accuracy"]
+    assert loaded.user_attrs[records.SPACE]["model"]["family"] == "mlp"
+    seeds = set()
+    for t in trials:
+        attrs = t.user_attrs
+        history = attrs[records.HISTORY]
+        assert attrs[records.EPOCHS] == t.params["train.epochs"] == len(history["val_accuracy"])
+        assert t.value == history["val_accuracy"][-1]
+        assert sorted(t.intermediate_values) == list(range(1, attrs[records.EPOCHS] + 1))
+        assert list(t.intermediate_values.values()) == history["val_accuracy"]
+        assert attrs[records.TRAIN_SECONDS] > 0
+        depth = t.params["model.depth"]
+        widths = [t.params[f"model.width.{i}"] for i in range(1, depth + 1)]
+        units = [784, *widths, 10]
+        assert attrs[records.PARAM_COUNT] == sum(a * b + b for a, b in zip(units, units[1:], strict=False))
+        assert 0.0 <= attrs[records.TEST_ACCURACY] <= 1.0
+        assert attrs[records.SEED] == _study.trial_seed(0, t.number)
+        assert records.REASON not in attrs and records.MLFLOW_RUN_ID not in attrs
+        seeds.add(attrs[records.SEED])
+    assert len(seeds) == 3
+    assert study.best_value == max(t.value for t in trials)
+
+
+def test_enqueue_resume_and_changed_space(workdir: Path) -> None:
+    space = tiny_space(study={"name": "resume", "n_trials": 5, "seed": 1, "enqueue": ENQUEUED})
+    storage = storage_of(workdir)
+    first = snapshot(tuning.run(space, n_trials=3, storage=storage, tracking=False))
+    assert len(first) == 3
+    # Enqueued configurations run first, in order.
+    assert first[0][2] == {"model.depth": 2, "model.width.1": 32, "model.width.2": 16, "model.dropout": 0.1,
+                           "train.epochs": 2}
+    assert first[1][2] == {"model.depth": 1, "model.width.1": 16, "model.dropout": 0.0, "train.epochs": 1}
+
+    resumed = tuning.run(space, storage=storage, tracking=False)  # the space's n_trials: 5
+    after = snapshot(resumed)
+    assert len(after) == 5 and after[:3] == first
+    assert all(t.state == TrialState.COMPLETE for t in resumed.get_trials())
+    # ... and only once: no trial after them was enqueued again.
+    assert [("fixed_params" in t.system_attrs) for t in resumed.get_trials()] == [True, True, False, False, False]
+
+    assert snapshot(tuning.run(space, storage=storage, tracking=False)) == after  # complete: runs nothing
+
+    changed = tiny_space(model={"width": {"per_layer": [16, 64]}},
+                         study={"name": "resume", "n_trials": 6, "seed": 1, "enqueue": ENQUEUED[1:]})
+    with pytest.raises(UserInputError) as info:
+        tuning.run(changed, storage=storage, tracking=False)
+    assert "different model section" in str(info.value) and "--study-name" in str(info.value)
+    assert snapshot(optuna.load_study(study_name="resume", storage=storage)) == after
+
+
+def test_multi_objective_val_accuracy_and_params(workdir: Path) -> None:
+    space = tiny_space(objective=["val_accuracy", {"metric": "params"}], study={"name": "multi", "n_trials": 2})
+    study = tuning.run(space, storage=storage_of(workdir), tracking=False)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    trials = study.get_trials()
+    assert len(trials) == 2
+    for t in trials:
+        assert t.state == TrialState.COMPLETE
+        assert t.values == [t.user_attrs[records.HISTORY]["val_accuracy"][-1], t.user_attrs[records.PARAM_COUNT]]
+    assert study.best_trials
+    assert study.user_attrs[records.OBJECTIVES] == ["val_accuracy", "params"]
+
+
+def test_median_pruner_prunes_a_trial_that_learns_slower(workdir: Path) -> None:
+    space = tiny_space(
+        model={"depth": 1, "width": 32, "dropout": 0.0},
+        train={"epochs": 3, "learning_rate": [0.003, 0.00001]},
+        study={"name": "pruned", "n_trials": 2, "pruner": {"type": "median", "n_startup_trials": 1},
+               "enqueue": [{"train.learning_rate": 0.003}, {"train.learning_rate": 0.00001}]},
+    )
+    study = tuning.run(space, storage=storage_of(workdir), tracking=False)
+    good, slow = study.get_trials()
+    assert good.state == TrialState.COMPLETE and sorted(good.intermediate_values) == [1, 2, 3]
+    assert slow.state == TrialState.PRUNED
+    # It stopped at the pruning epoch: Optuna's intermediate values, the history and the epochs agree.
+    assert sorted(slow.intermediate_values) == [1]
+    assert slow.user_attrs[records.EPOCHS] == 1 and len(slow.user_attrs[records.HISTORY]["val_accuracy"]) == 1
+    assert slow.intermediate_values[1] < good.intermediate_values[1]
+    assert "pruned by the median pruner at epoch 1" in slow.user_attrs[records.REASON]
+    assert records.TEST_ACCURACY not in slow.user_attrs  # the test set is for completed trials only
+
+
+def test_data_arrays_and_build_fn_from_python(
+    workdir: Path, mnist_dir: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    if mnist_dir is None:
+        pytest.skip("needs a local mnist.npz")
+    with np.load(Path(mnist_dir) / "mnist.npz") as npz:
+        arrays = {k: npz[k][:600] for k in ("x_train", "y_train", "x_test", "y_test")}
+    monkeypatch.delenv("TUNING_DATA_DIR")  # only the arrays passed below are used
+    built: list[TrialConfig] = []
+
+    def build_fn(config: TrialConfig) -> keras.Model:
+        built.append(config)
+        model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(12, activation="relu"), keras.layers.Dense(10, "softmax")])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    space = tiny_space(data={"train_size": 500, "validation_split": 0.2, "test_size": 100},
+                       study={"name": "arrays", "n_trials": 1})
+    study = tuning.run(space, data=arrays, build_fn=build_fn, storage=storage_of(workdir), tracking=False)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE and len(built) == 1
+    assert built[0].params == trial.params
+    assert trial.user_attrs[records.PARAM_COUNT] == 784 * 12 + 12 + 12 * 10 + 10
+
+
+def test_a_trial_retrains_from_its_params(workdir: Path) -> None:
+    """The README's retraining recipe: FixedTrial(params) → space.suggest → training.train, same seed, same result."""
+    from tuning import data
+
+    space = tuning.SearchSpace.from_dict(tiny_space(study={"name": "again", "n_trials": 1}))
+    (trial,) = tuning.run(space, storage=storage_of(workdir), tracking=False).get_trials()
+    config = space.suggest(optuna.trial.FixedTrial(trial.params))
+    result = train(config, data.load_spec(space.data), seed=trial.user_attrs[records.SEED])
+    assert result.history["val_accuracy"] == trial.user_attrs[records.HISTORY]["val_accuracy"]

@@ -1,0 +1,96 @@
+"""tuning.training: one real trial on a few hundred MNIST images: history, watchdogs, pruning hook, seeding.
+
+Real Keras training, 1-3 epochs on 300 images (about a second per trial after TensorFlow starts).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tuning import data
+from tuning.errors import ConfigurationError
+from tuning.space import ModelConfig, TrainConfig, TrialConfig
+from tuning.training import TrainResult, train
+
+pytestmark = pytest.mark.slow
+
+MLP = ModelConfig("mlp", 1, (32,))
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir: str | None) -> data.Dataset:
+    return data.load("mnist", path=mnist_dir, train_size=300, validation_split=0.2, test_size=200)
+
+
+def config(model: ModelConfig = MLP, **train: object) -> TrialConfig:
+    options: dict = {"epochs": 2, "batch_size": 32, "learning_rate": 0.003, "chance_epochs": 0, **train}
+    return TrialConfig(model, TrainConfig(**options))
+
+
+def test_a_trial_trains_and_records_history_per_epoch(mnist: data.Dataset) -> None:
+    calls: list[tuple[int, dict]] = []
+    result = train(config(epochs=3), mnist, seed=1, on_epoch=lambda epoch, logs: calls.append((epoch, dict(logs))))
+    assert result.state == "complete" and result.reason is None and result.epochs == 3
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "learning_rate"):
+        assert len(result.history[key]) == 3, key
+    assert [epoch for epoch, _ in calls] == [1, 2, 3]
+    assert [logs["val_accuracy"] for _, logs in calls] == result.history["val_accuracy"]
+    assert result.history["loss"][-1] < result.history["loss"][0]  # it learns
+    assert result.history["val_accuracy"][-1] > 0.5
+    assert result.history["learning_rate"] == pytest.approx([0.003] * 3)
+    assert result.param_count == 784 * 32 + 32 + 32 * 10 + 10
+    assert result.train_seconds >= sum(result.history["epoch_seconds"]) > 0
+    assert result.test_accuracy is not None and result.test_accuracy > 0.5
+    assert result.metric("val_accuracy") == result.history["val_accuracy"][-1]
+    assert result.metric("params") == result.param_count
+
+
+def test_epoch_hook_prunes_and_stops_training(mnist: data.Dataset) -> None:
+    result = train(config(epochs=4), mnist, seed=0, on_epoch=lambda epoch, logs: "enough" if epoch == 2 else None)
+    assert (result.state, result.reason, result.epochs) == ("pruned", "enough", 2)
+    assert len(result.history["val_accuracy"]) == 2
+    assert result.test_accuracy is None  # the test set is evaluated for completed trials only
+
+
+def test_nan_loss_fails_the_trial_with_its_reason(mnist: data.Dataset) -> None:
+    # SGD at 1e6 keeps a finite (1e30) loss on this data: the chance watchdog catches that one (below).
+    result = train(config(optimizer="sgd", learning_rate=1e10, epochs=3), mnist, seed=0)
+    assert result.state == "failed"
+    assert "diverged" in result.reason and "learning rate" in result.reason
+    assert result.epochs == 1 and not math.isfinite(result.history["loss"][-1])
+    assert result.test_accuracy is None
+
+
+@pytest.mark.parametrize(("optimizer", "learning_rate"), [("adam", 0.0), ("sgd", 1e6)])
+def test_a_model_at_chance_level_is_pruned(mnist: data.Dataset, optimizer: str, learning_rate: float) -> None:
+    result = train(config(optimizer=optimizer, learning_rate=learning_rate, epochs=4, chance_epochs=2), mnist, seed=0)
+    assert result.state == "pruned" and result.epochs == 2
+    assert "chance" in result.reason and f"{mnist.chance_accuracy:.4f}" in result.reason
+
+
+def test_chance_watchdog_leaves_a_learning_model_alone(mnist: data.Dataset) -> None:
+    result = train(config(epochs=2, chance_epochs=1), mnist, seed=0)
+    assert result.state == "complete" and result.epochs == 2
+
+
+def test_same_seed_same_history_other_seed_other_history(mnist: data.Dataset) -> None:
+    cnn = ModelConfig("cnn", 1, (8,), dropout=(0.3,), kernel_size=(3,), dense_units=16)
+    runs = [train(config(cnn, epochs=2), mnist, seed=seed) for seed in (5, 5, 6)]
+    first, again, other = (r.history for r in runs)
+    assert first["val_accuracy"] == again["val_accuracy"] and first["loss"] == again["loss"]
+    assert first["loss"] != other["loss"]
+
+
+def test_unbuildable_configuration_raises_before_training(mnist: data.Dataset) -> None:
+    deep = ModelConfig("cnn", 6, (4,) * 6, kernel_size=(3,) * 6)
+    with pytest.raises(ConfigurationError, match="too many pooling blocks"):
+        train(config(deep), mnist, seed=0)
+
+
+def test_early_stopping_and_unknown_metric(mnist: data.Dataset) -> None:
+    result = train(config(learning_rate=0.0, epochs=5, early_stopping=1), mnist, seed=0)
+    assert result.state == "complete" and result.epochs < 5  # val_loss cannot improve with learning rate 0
+    with pytest.raises(ConfigurationError, match="no metric 'val_auc'"):
+        TrainResult("complete", None, history={"loss": [1.0]}).metric("val_auc")
