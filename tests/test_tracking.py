@@ -30,6 +30,8 @@ from tuning.tracking import MlflowTracker
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 PASSWORD = "Sw0rdf1sh-t0ps3cret"
+#: Local servers are reached directly, whatever proxy the environment names.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # ---------------------------------------------------------------- helpers (this file's own)
@@ -149,9 +151,10 @@ def _free_port() -> int:
 def _wait_http(url: str, proc: subprocess.Popen, what: str) -> None:
     for _ in range(600):
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            log = Path(proc.stderr.name).read_text() if proc.stderr else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log}")
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with _NO_PROXY.open(url, timeout=2):
                 return
         except OSError:
             time.sleep(0.2)
@@ -181,7 +184,7 @@ def mlflow_server(tmp_path_factory):
         ],
         cwd=home,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=(home / "server.log").open("w"),  # a pipe nobody reads would block the server once full
         text=True,
     )  # fmt: skip
     try:
@@ -558,7 +561,7 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
          "--port", str(port)],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=(tmp_path / "ui.log").open("w"),  # a pipe nobody reads would block the server once full
         text=True,
     )  # fmt: skip
     try:
@@ -569,12 +572,12 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
             data=json.dumps({"experiment_ids": [experiment], "max_results": 100}).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with _NO_PROXY.open(request, timeout=30) as response:
             served = json.load(response)["runs"]
         roles = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "tuning.role") for r in served)
         assert roles == ["study", "trial", "trial"]
         listing = f"http://127.0.0.1:{port}/api/2.0/mlflow/artifacts/list?run_id={parents[0].info.run_id}"
-        with urllib.request.urlopen(listing, timeout=30) as response:
+        with _NO_PROXY.open(listing, timeout=30) as response:
             files = {f["path"] for f in json.load(response).get("files", [])}
         assert {"space.yaml", "best_model.keras"} <= files
     finally:

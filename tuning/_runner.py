@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from tuning import _study, records
+from tuning import _recovery, _study, records
 from tuning.errors import ConfigurationError, NotLearningError, TooManyFailuresError, user_error
 from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, ObserverList, StudyObserver, TrialOutcome
 
@@ -104,6 +104,14 @@ def run(
     _study.make_sampler(space, space.study.seed)  # checked now; seeded for this run once the study is loaded
     url = _study.resolve_storage_url(storage or space.study.storage)
     dataset = _load_data(space, data)
+    heartbeat = {
+        "heartbeat_interval": heartbeat_interval or _study.HEARTBEAT_INTERVAL,
+        "grace_period": grace_period or _study.GRACE_PERIOD,
+    }
+    # A database server is reached before the tracking location is created, a local SQLite file is created
+    # after it: whichever of the two is unusable, the other has written nothing.
+    local = url.startswith("sqlite")
+    storage_obj = None if local else _study.open_storage(url, **heartbeat)
     hooks: list[StudyObserver] = list(observers)
     if tracking:
         from tuning.tracking import MlflowTracker
@@ -111,33 +119,37 @@ def run(
         tracker = MlflowTracker(tracking_uri, keep_models=keep_models, storage_url=url)
         tracker.check()
         hooks.insert(0, tracker)
-    heartbeat = {
-        "heartbeat_interval": heartbeat_interval or _study.HEARTBEAT_INTERVAL,
-        "grace_period": grace_period or _study.GRACE_PERIOD,
-    }
-    storage_obj = _study.open_storage(url, **heartbeat)
+    if storage_obj is None:
+        storage_obj = _study.open_storage(url, **heartbeat)
     study = _study.create_or_load(space, storage_obj, name, None, pruner)
+    recovered = _recovery.recover_dead_workers(study)  # trials a killed process left RUNNING: failed, re-run once
+    if recovered and tracking:
+        _recovery.end_dead_runs(tracker.tracking_uri, recovered)
     existing = len(study.get_trials(deepcopy=False))
     study.sampler = _study.make_sampler(space, _study.sampler_seed(space.study.seed, existing))
     for params in space.enqueued():
         study.enqueue_trial(params, skip_if_exists=True)
 
     observer = ObserverList(hooks)
-    objective = _Objective(space, dataset, observer, build_fn)
+    jobs = n_jobs or space.study.n_jobs
+    objective = _Objective(space, dataset, observer, build_fn, jobs)
     guard = _FailureGuard(space.study.max_consecutive_failures)
     done = _count(study)
     interrupted = False
     observer.study_started(study, space)
     try:
         if done < target:
+            _signalled.clear()
             with _on_signals(_raise_interrupted), _quiet_optuna():
                 study.optimize(
                     objective,
                     n_trials=None,
                     timeout=timeout if timeout is not None else space.study.timeout,
-                    n_jobs=n_jobs or space.study.n_jobs,
+                    n_jobs=jobs,
                     catch=(Exception,),
-                    callbacks=[optuna.study.MaxTrialsCallback(target, states=COUNTED_STATES), guard],
+                    callbacks=[
+                        optuna.study.MaxTrialsCallback(target, states=COUNTED_STATES), guard, _stop_if_signalled
+                    ],
                     gc_after_trial=False,  # training releases memory itself, before each trial
                 )
     except KeyboardInterrupt:
@@ -175,8 +187,11 @@ def _load_data(space: SearchSpace, data: Any) -> Dataset:
 class _Objective:
     """Trains one trial's configuration and records what happened on the trial."""
 
-    def __init__(self, space: SearchSpace, data: Dataset, observer: StudyObserver, build_fn: BuildFn | None) -> None:
+    def __init__(
+        self, space: SearchSpace, data: Dataset, observer: StudyObserver, build_fn: BuildFn | None, n_jobs: int
+    ) -> None:
         self.space = space
+        self.n_jobs = n_jobs
         self.data = data
         self.observer = observer
         self.build_fn = build_fn
@@ -195,7 +210,10 @@ class _Objective:
         trial.set_user_attr(records.WORKER, _study.worker_id())
         self.observer.trial_started(trial, config)
         try:
-            result = train(config, self.data, seed=seed, on_epoch=self._epoch_hook(trial), build_fn=self.build_fn)
+            result = train(
+                config, self.data, seed=seed, on_epoch=self._epoch_hook(trial), build_fn=self.build_fn,
+                exclusive=self.n_jobs == 1,
+            )
         except KeyboardInterrupt:
             self._finish(trial, TrialOutcome(INTERRUPTED, reason="interrupted"))
             # Its configuration runs again first when the study is resumed.
@@ -227,6 +245,7 @@ class _Objective:
 
     def _epoch_hook(self, trial: optuna.Trial) -> Any:
         def on_epoch(epoch: int, logs: Mapping[str, float]) -> str | None:
+            _stop_if_signalled()
             self.observer.epoch_ended(trial, epoch, logs)
             if self.reported is None or self.reported not in logs:
                 return None
@@ -252,11 +271,26 @@ def _describe(exc: BaseException) -> str:
     """One sentence for a failed trial: the error's own message for ours, type and message otherwise."""
     if isinstance(exc, ConfigurationError | NotLearningError):
         return f"cannot build this configuration: {exc}" if isinstance(exc, ConfigurationError) else str(exc)
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    if "OOM" in first or isinstance(exc, MemoryError):
+    first = _message_line(str(exc))
+    if "OOM" in first or isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
         return f"out of memory: {type(exc).__name__}: {first[:300]} (a smaller batch_size or width usually helps)"
     return f"{type(exc).__name__}: {first[:300]}"
+
+
+def _message_line(text: str) -> str:
+    """The line of an error message that says what went wrong.
+
+    TensorFlow's graph errors start with "Graph execution error:" and a traceback of the graph's Python code;
+    the cause ("Received a label value of 9 which is outside the valid range of [0, 3)") is the last line.
+    """
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].startswith("Graph execution error"):
+        causes = [line for line in lines[1:] if not line.startswith(("File ", "[[", "Detected at node"))]
+        if causes:
+            return causes[-1]
+    return lines[0]
 
 
 class _FailureGuard:
@@ -305,13 +339,32 @@ def _on_signals(handler: Any) -> Iterator[None]:
             signal.signal(s, h)
 
 
+#: Signals received during ``study.optimize``: an Interrupted raised while a finalizer runs (garbage collection
+#: between trials, TensorFlow's weakref callbacks) is swallowed by Python ("Exception ignored in ..."), so the
+#: runner checks this at every epoch and trial boundary and stops there instead.
+_signalled: list[int] = []
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
-    """SIGTERM ends the running trial cleanly, exactly like Ctrl-C."""
+    """SIGTERM ends the running trial cleanly, exactly like Ctrl-C; a second signal then exits at once."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _exit_now)
+    _signalled.append(signum)
     raise Interrupted(signum)
 
 
+def _stop_if_signalled(*_: Any) -> None:
+    """Raise :class:`Interrupted` if a signal came whose exception was swallowed (also an Optuna callback)."""
+    if _signalled:
+        raise Interrupted(_signalled[-1])
+
+
 def _exit_now(signum: int, frame: Any) -> None:
-    """While finishing up after an interruption, a second signal exits at once (the storage is consistent)."""
+    """While finishing up after an interruption, a second signal exits at once (the storage is consistent).
+
+    A trial this leaves RUNNING is failed and queued again by the next run (``tuning._recovery``).
+    """
+    os.write(2, b"\nInterrupted again: exiting now. Run the same command to resume.\n")
     os._exit(128 + signum)
 
 

@@ -96,7 +96,7 @@ def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grac
             _use_write_ahead_log(storage)
         return storage
     except Exception as exc:
-        message = redact_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        message = redact_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__).rstrip(".")
         raise StorageError(
             f"cannot open the Optuna storage {redact_url(url)}: {message}. "
             "Fix: check the URL, that the database server runs and accepts this user, and that its driver is "
