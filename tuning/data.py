@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,11 @@ def _read(dataset: str, path: str | os.PathLike | None) -> dict[str, np.ndarray]
 
 
 def _read_npz(file: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(file):
+        raise DataError(
+            f"cannot read {file} as an .npz file: it is not a zip archive. "
+            "Fix: check the file is a NumPy .npz archive (numpy.savez)."
+        )
     try:
         with np.load(file, allow_pickle=False) as npz:
             missing = [k for k in _KEYS if k not in npz.files]
