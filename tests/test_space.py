@@ -282,6 +282,11 @@ def test_errors_say_what_was_received_and_how_to_fix() -> None:
     assert str(err) == "model.kernel_size: only a cnn has kernels; family is mlp. Fix: remove it or set family: cnn."
 
 
+def test_an_unknown_family_is_reported_once() -> None:
+    err = error_of({"model": {"family": "rnn"}, "train": {"epochs": 1}})
+    assert [e.path for e in err.errors] == ["model.family"] and "did you mean `cnn`" in str(err)
+
+
 def test_all_problems_are_reported_at_once() -> None:
     err = error_of({"model": {"family": "cnn", "depth": 0, "width": [], "widht": 3},
                     "train": {"epochs": "x", "batch_size": {"low": 64, "high": 32}},

@@ -385,6 +385,9 @@ def _keys(prefix: str, table: Mapping[str, S.Key], raw: Mapping[str, Any], famil
                 specs[path] = Fixed(key.default_for(family))
             continue
         value = raw[name]
+        if path == "model.family" and family is None:  # already reported by _model
+            broken.add(path)
+            continue
         if not key.searchable and isinstance(value, Mapping | list | tuple):
             if name != "family":
                 errs.add(path, "is fixed, not searchable", received=value, fix="write one value")
