@@ -161,6 +161,20 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str) -> None:
     raise RuntimeError(f"{what} did not answer {url}")
 
 
+def _start_mlflow(args: list[str], cwd: Path) -> subprocess.Popen:
+    """Start the venv's ``mlflow`` command in ``cwd``, its stderr in ``cwd/mlflow.log``.
+
+    A pipe nobody reads would block the server once full.
+    """
+    return subprocess.Popen(
+        [str(Path(PYTHON).parent / "mlflow"), *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=(cwd / "mlflow.log").open("w"),
+        text=True,
+    )
+
+
 def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -175,17 +189,11 @@ def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 with a fresh SQLite store, serving artifacts."""
     home = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
-    proc = subprocess.Popen(
-        [
-            str(Path(PYTHON).parent / "mlflow"), "server",
-            "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-            "--artifacts-destination", str(home / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
+    proc = _start_mlflow(
+        ["server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+         "--artifacts-destination", str(home / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         cwd=home,
-        stdout=subprocess.DEVNULL,
-        stderr=(home / "server.log").open("w"),  # a pipe nobody reads would block the server once full
-        text=True,
     )  # fmt: skip
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", proc, "mlflow server")
@@ -556,14 +564,7 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
 
     # The command the README gives, from the project folder.
     port = _free_port()
-    ui = subprocess.Popen(
-        [str(Path(PYTHON).parent / "mlflow"), "ui", "--backend-store-uri", "sqlite:///mlruns/mlflow.db",
-         "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "ui.log").open("w"),  # a pipe nobody reads would block the server once full
-        text=True,
-    )  # fmt: skip
+    ui = _start_mlflow(["ui", "--backend-store-uri", "sqlite:///mlruns/mlflow.db", "--port", str(port)], cwd=tmp_path)
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", ui, "mlflow ui")
         experiment = client.get_experiment_by_name("e2e").experiment_id
