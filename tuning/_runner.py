@@ -216,9 +216,9 @@ class _Objective:
                 exclusive=self.n_jobs == 1,
             )
         except KeyboardInterrupt:
-            self._finish(trial, TrialOutcome(INTERRUPTED, reason="interrupted"))
+            self._finish(trial, TrialOutcome(INTERRUPTED, reason=INTERRUPTED))
             # Its configuration runs again first when the study is resumed.
-            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            trial.study.enqueue_trial(trial.params, user_attrs={_recovery.RETRY_OF: trial.number})
             raise
         except Exception as exc:
             self._finish(trial, TrialOutcome(FAILED, reason=_describe(exc)))
@@ -309,7 +309,7 @@ class _FailureGuard:
                 self.failures.clear()
                 return
             reason = str(trial.user_attrs.get(records.REASON, "no reason recorded"))
-            if reason == "interrupted":
+            if reason == INTERRUPTED:
                 return
             self.failures.append((trial.number, reason))
             if len(self.failures) >= self.limit and not self.tripped:
