@@ -83,6 +83,34 @@ def test_same_seed_same_history_other_seed_other_history(mnist: data.Dataset) ->
     assert first["loss"] != other["loss"]
 
 
+def test_training_on_the_converted_tensors_matches_keras_on_the_numpy_arrays(mnist: data.Dataset) -> None:
+    import gc
+
+    import keras
+
+    from tuning import training
+    from tuning.models import build_model
+
+    cfg = config(ModelConfig("mlp", 1, (16,), dropout=(0.2,)), epochs=2)
+    ours = train(cfg, mnist, seed=3).history
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(3)
+    model = build_model(cfg.model, mnist.input_shape, mnist.num_classes)
+    model.compile(optimizer=training.make_optimizer(cfg.train), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    plain = model.fit(mnist.x_train, mnist.y_train, batch_size=32, epochs=2,
+                      validation_data=(mnist.x_val, mnist.y_val), verbose=0).history
+    assert ours["loss"] == plain["loss"] and ours["val_accuracy"] == plain["val_accuracy"]
+    # The tensor copy lives as long as its data set, not longer.
+    copy = data.from_arrays((mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test))
+    train(config(epochs=1), copy, seed=0)
+    assert id(copy) in training._TENSORS
+    key = id(copy)
+    del copy
+    gc.collect()
+    assert key not in training._TENSORS
+
+
 def test_unbuildable_configuration_raises_before_training(mnist: data.Dataset) -> None:
     deep = ModelConfig("cnn", 6, (4,) * 6, kernel_size=(3,) * 6)
     with pytest.raises(ConfigurationError, match="too many pooling blocks"):

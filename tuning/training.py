@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -137,13 +138,14 @@ def train(
             metrics=["accuracy"],
         )
     watch = EpochWatch(config.train, data.chance_accuracy, on_epoch)
+    x_train, y_train, x_val, y_val, x_test, y_test = _as_tensors(data)
     start = time.perf_counter()
     model.fit(
-        data.x_train,
-        data.y_train,
+        x_train,
+        y_train,
         batch_size=config.train.batch_size,
         epochs=config.train.epochs,
-        validation_data=(data.x_val, data.y_val),
+        validation_data=(x_val, y_val),
         callbacks=[watch, *_early_stopping(config.train)],
         verbose=0,
     )
@@ -158,11 +160,39 @@ def train(
     )
     if result.state == "complete" and evaluate_test and len(data.x_test):
         logs = model.evaluate(
-            data.x_test, data.y_test, batch_size=max(256, config.train.batch_size), verbose=0, return_dict=True
+            x_test, y_test, batch_size=max(256, config.train.batch_size), verbose=0, return_dict=True
         )
         if "accuracy" in logs:
             result.test_accuracy = float(logs["accuracy"])
     return result
+
+
+#: ``id(dataset)`` → its six arrays as tensors; an entry lives as long as its dataset.
+_TENSORS: dict[int, tuple[Any, ...]] = {}
+
+
+def _as_tensors(data: Dataset) -> tuple[Any, ...]:
+    """The data set's six arrays as TensorFlow tensors in host memory, converted once per data set.
+
+    Given NumPy arrays, Keras converts the whole training, validation and test arrays to tensors again at
+    every ``fit`` and ``evaluate``: about 50 ms a trial on 10,000 MNIST images here (3% of a 1.6-s trial).
+    A study trains every trial on the same data set, so it is converted at its first trial. Keras then
+    shuffles and batches exactly as it does for NumPy arrays (the same ``ArrayDataAdapter``). Costs one extra
+    copy of the data set while it is alive. Other Keras backends get the arrays unchanged.
+    """
+    arrays = (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test)
+    if import_keras().backend.backend() != "tensorflow":
+        return arrays
+    key = id(data)
+    tensors = _TENSORS.get(key)
+    if tensors is None:
+        import tensorflow as tf
+
+        with tf.device("/CPU:0"):  # a GPU takes batches as with NumPy input; the data set stays in host memory
+            tensors = tuple(tf.convert_to_tensor(a) for a in arrays)
+        _TENSORS[key] = tensors
+        weakref.finalize(data, _TENSORS.pop, key, None)
+    return tensors
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
