@@ -4,8 +4,9 @@ Only explicit run ids are used (never ``mlflow.start_run``'s global run stack), 
 processes can track into the same study at once. Training threads never wait on MLflow: every call goes
 to one background thread per tracker (:mod:`tuning.tracking._worker`), in order. A trial's run is created
 there as soon as the trial starts, and ``trial_finished`` waits for its id (created seconds earlier) so
-that the trial's ``mlflow_run_id`` user attribute is set before Optuna records the trial. Only what needs
-the live Keras model runs in the trial's thread: its summary text, and saving it when it is the best yet.
+that the trial's ``mlflow_run_id`` user attribute is set before Optuna records the trial. Even the trained
+model's summary and ``.keras`` file are written by the worker, while the next trial trains: Keras keeps its
+global state per thread, so the worker reads a finished model safely.
 """
 
 from __future__ import annotations
@@ -221,13 +222,6 @@ class MlflowTracker(StudyObserver):
             counts = dict(self._counts)
             improved = self._improve(values)
             best = list(self._best)
-        # Only what needs the live model runs in this thread: its summary, and saving it when needed.
-        model = outcome.model
-        summary = _artifacts.model_summary(model) if model is not None else None
-        model_path = best_path = None
-        if model is not None and (self.keep_models or improved):
-            model_path = self._save_model(model, trial.number)
-            best_path = model_path if improved else None
         finished = _FinishedTrial(
             number=trial.number,
             run_id=run_id,
@@ -236,9 +230,8 @@ class MlflowTracker(StudyObserver):
             reason=outcome.reason,
             history={k: list(v) for k, v in (outcome.history or {}).items()},
             user_attrs=dict(outcome.user_attrs or {}),
-            summary=summary,
-            model_path=model_path if self.keep_models else None,
-            best_path=best_path,
+            model=outcome.model,
+            improved=improved,
             counts=counts,
             best=best,
             env=_env.environment_tags(),
@@ -519,10 +512,16 @@ class MlflowTracker(StudyObserver):
         )
         if done.history:
             client.log_text(done.run_id, _artifacts.history_csv(done.history), "history.csv")
-        if done.summary:
-            client.log_text(done.run_id, done.summary, "model_summary.txt")
-        if done.model_path:
-            client.log_artifact(done.run_id, done.model_path)
+        model_path = None
+        if done.model is not None:
+            summary = _artifacts.model_summary(done.model)
+            if summary:
+                client.log_text(done.run_id, summary, "model_summary.txt")
+            if self.keep_models or done.improved:
+                model_path = self._save_model(done.model, done.number)
+            done.model = None  # the trial's model is not needed any longer: let it go
+        if model_path and self.keep_models:
+            client.log_artifact(done.run_id, model_path)
         client.set_terminated(done.run_id, RUN_STATUS.get(done.state, "FAILED"))
 
         parent_metrics = [Metric(f"trials.{state}", float(n), stamp, done.number) for state, n in done.counts.items()]
@@ -536,12 +535,12 @@ class MlflowTracker(StudyObserver):
             self._parent_described = True
             parent_tags = [RunTag(k, self._safe(v)) for k, v in done.env.items()]
         client.log_batch(self._parent_id, metrics=parent_metrics, tags=parent_tags)
-        if done.best_path:
-            self._upload_best(done)
+        if model_path and done.improved:
+            self._upload_best(done, model_path)
 
-    def _upload_best(self, done: _FinishedTrial) -> None:
+    def _upload_best(self, done: _FinishedTrial, model_path: str) -> None:
         """Replace the parent's best model, unless another process has meanwhile logged a better one."""
-        assert self._client is not None and self._parent_id is not None and done.best_path
+        assert self._client is not None and self._parent_id is not None
         from mlflow.entities import RunTag
 
         value = done.values[0]
@@ -553,12 +552,9 @@ class MlflowTracker(StudyObserver):
                 other = None
             if other is not None and (other > value if self._maximize[0] else other < value):
                 return
-        folder = os.path.dirname(done.best_path)
+        folder = os.path.dirname(model_path)
         best = os.path.join(folder, BEST_MODEL)
-        if done.model_path:  # the same file is also this trial's own model.keras: upload a copy
-            shutil.copyfile(done.best_path, best)
-        else:
-            os.replace(done.best_path, best)
+        os.replace(model_path, best)  # this trial's own model.keras, if kept, is already logged
         self._client.log_artifact(self._parent_id, best)
         self._client.log_batch(
             self._parent_id,
@@ -589,7 +585,7 @@ class MlflowTracker(StudyObserver):
 
 @dataclass
 class _FinishedTrial:
-    """What the worker needs to close a trial's run (a plain record: the model itself is not kept)."""
+    """What the worker needs to close a trial's run; it drops ``model`` once the summary and file are written."""
 
     number: int
     run_id: str
@@ -598,9 +594,8 @@ class _FinishedTrial:
     reason: str | None
     history: dict[str, list[float]]
     user_attrs: dict[str, Any]
-    summary: str | None
-    model_path: str | None
-    best_path: str | None
+    model: Any  # the trained Keras model of a complete trial, else None
+    improved: bool  # the first objective is the best so far: the model becomes the parent's best model
     counts: dict[str, int]
     best: list[float | None]
     env: dict[str, str]
