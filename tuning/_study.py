@@ -197,8 +197,7 @@ def create_or_load(space: SearchSpace, storage: Any, name: str, sampler: Any, pr
         UserInputError: the study exists with different objectives or a different data/model/train section.
     """
     directions = [o.direction for o in space.objectives]
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if name in existing:
+    if _exists(storage, name):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         _check_same_space(study, space, directions)
     else:
@@ -211,6 +210,15 @@ def create_or_load(space: SearchSpace, storage: Any, name: str, sampler: Any, pr
         study.set_user_attr(records.SPACE, space.to_dict())
         study.set_user_attr(records.OBJECTIVES, [o.metric for o in space.objectives])
     return study
+
+
+def _exists(storage: Any, name: str) -> bool:
+    """Whether the storage holds a study called ``name`` (one query, however many studies it holds)."""
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[str]) -> None:
