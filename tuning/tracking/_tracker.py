@@ -510,16 +510,14 @@ class MlflowTracker(StudyObserver):
             metrics=[Metric(k, v, stamp, 0) for k, v in final.items()],
             tags=[RunTag(k, self._safe(v)) for k, v in tags.items()],
         )
-        if done.history:
-            client.log_text(done.run_id, _artifacts.history_csv(done.history), "history.csv")
+        texts = {"history.csv": _artifacts.history_csv(done.history) if done.history else None}
         model_path = None
         if done.model is not None:
-            summary = _artifacts.model_summary(done.model)
-            if summary:
-                client.log_text(done.run_id, summary, "model_summary.txt")
+            texts["model_summary.txt"] = _artifacts.model_summary(done.model)
             if self.keep_models or done.improved:
                 model_path = self._save_model(done.model, done.number)
             done.model = None  # the trial's model is not needed any longer: let it go
+        self._log_texts(done.run_id, {name: text for name, text in texts.items() if text})
         if model_path and self.keep_models:
             client.log_artifact(done.run_id, model_path)
         client.set_terminated(done.run_id, RUN_STATUS.get(done.state, "FAILED"))
@@ -537,6 +535,16 @@ class MlflowTracker(StudyObserver):
         client.log_batch(self._parent_id, metrics=parent_metrics, tags=parent_tags)
         if model_path and done.improved:
             self._upload_best(done, model_path)
+
+    def _log_texts(self, run_id: str, texts: Mapping[str, str]) -> None:
+        """Text artifacts of one run in one upload (each ``log_text`` would look the run up and copy apart)."""
+        if not texts:
+            return
+        assert self._client is not None
+        with tempfile.TemporaryDirectory(prefix="tuning-mlflow-") as folder:
+            for name, text in texts.items():
+                Path(folder, name).write_text(text, encoding="utf-8")
+            self._client.log_artifacts(run_id, folder)
 
     def _upload_best(self, done: _FinishedTrial, model_path: str) -> None:
         """Replace the parent's best model, unless another process has meanwhile logged a better one."""
