@@ -18,10 +18,11 @@ and taken out of the toolkit's. Each toolkit figure therefore includes everythin
 the storage, creating the study and its MLflow parent run, Optuna's per-trial writes, tracking, and the study's
 summary at the end.
 
-In a study, MLflow's background thread logs a finished trial while the next one trains. Here the next thing
-to train is the bare model, so tracking ON is measured twice: "waited" first waits until MLflow has caught up
-(the wait is the toolkit's: all of MLflow's work is charged to it, none overlaps), "overlapped" lets MLflow's
-work overlap the bare model (which then bears what the next trial would). A real study lies between the two.
+In a study, MLflow's background thread logs a finished trial while the next trial trains. So that it does
+here too, and not while the bare model trains, the bare model runs inside the trial's end, before the tracker
+hands the trial to its thread: the observer first waits until MLflow has logged the trial's epochs (that wait
+is the toolkit's), then trains bare with MLflow idle; the trial's run is finished afterwards, while the next
+trial trains, as in any study.
 
 Prints, per round, the toolkit's and the bare loop's wall-clock and CPU seconds (this process, all threads)
 and their ratio; then the ratios over all rounds (goal: at most 1.03).
@@ -115,19 +116,20 @@ def bare_model(keras: Any, arrays: tuple[Any, ...], input_shape: tuple[int, ...]
 class BareAfterEachTrial(StudyObserver):
     """Trains each toolkit trial's configuration bare, right after the trial, and keeps the two apart.
 
-    ``bare`` sums the bare models; ``paused`` is everything this observer spent (bare models included, the
-    wait for MLflow excluded), to be taken out of the toolkit's own measure.
+    Listed before the tracker, so that it runs before the tracker's own ``trial_finished``. ``bare`` sums the
+    bare models; ``paused`` is what this observer spent (bare models included, the wait for MLflow excluded),
+    to be taken out of the toolkit's own measure.
     """
 
-    def __init__(self, ds: data_module.Dataset, arrays: tuple[Any, ...], epochs: int, wait_for: Any) -> None:
+    def __init__(self, ds: data_module.Dataset, arrays: tuple[Any, ...], epochs: int, tracker: Any) -> None:
         self.keras = import_keras()
-        self.ds, self.arrays, self.epochs, self.wait_for = ds, arrays, epochs, wait_for
+        self.ds, self.arrays, self.epochs, self.tracker = ds, arrays, epochs, tracker
         self.bare = ZERO
         self.paused = ZERO
 
     def trial_finished(self, trial: Any, outcome: Any) -> None:
-        if self.wait_for is not None:
-            self.wait_for.flush()  # MLflow's work for this trial is the toolkit's: wait for it on its clock
+        if self.tracker is not None:
+            self.tracker.flush()  # the trial's epochs reach MLflow on the toolkit's clock, not the bare model's
         clock = _Clock()
         measure = bare_model(self.keras, self.arrays, self.ds.input_shape, self.ds.num_classes,
                              trial.params["model.width"], self.epochs)
@@ -150,12 +152,9 @@ def space(sizes: list[int], epochs: int, name: str) -> dict[str, Any]:
 
 def round_pair(
     ds: data_module.Dataset, arrays: tuple[Any, ...], sizes: list[int], epochs: int, storage: str,
-    tracking_uri: str | None, name: str, wait: bool = True,
+    tracking_uri: str | None, name: str,
 ) -> tuple[Measure, Measure]:
-    """One study through ``tuning.run`` with a bare model after each trial; returns (toolkit, bare).
-
-    With ``wait``, each bare model starts once MLflow has logged the trial before it.
-    """
+    """One study through ``tuning.run`` with a bare model after each trial; returns (toolkit, bare)."""
     import tuning
     from tuning import records
 
@@ -164,8 +163,8 @@ def round_pair(
         from tuning.tracking import MlflowTracker
 
         tracker = MlflowTracker(tracking_uri, storage_url=storage)
-    bare = BareAfterEachTrial(ds, arrays, epochs, tracker if wait else None)
-    observers = [o for o in (tracker, bare) if o is not None]
+    bare = BareAfterEachTrial(ds, arrays, epochs, tracker)
+    observers = [o for o in (bare, tracker) if o is not None]
     clock = _Clock()
     study = tuning.run(space(sizes, epochs, name), data=ds, storage=storage, tracking=False, observers=observers)
     fitting = sum(t.user_attrs[records.TRAIN_SECONDS] for t in study.trials)
@@ -205,10 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
         arrays = tuple(tf.convert_to_tensor(a) for a in arrays)
     sizes = widths(args.n)
-    # name → (tracking, wait for MLflow before each bare model)
-    settings = {"tracking off": (False, False)}
-    if not args.no_tracking:
-        settings = {"tracking on, waited": (True, True), "tracking on, overlapped": (True, False), **settings}
+    settings = {"tracking off": False} if args.no_tracking else {"tracking on": True, "tracking off": False}
 
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as folder:
         storage = f"sqlite:///{Path(folder) / 'optuna.db'}"
@@ -226,12 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             order = list(settings) if r % 2 == 0 else list(reversed(settings))
             cells = []
             for name in order:
-                tracked, wait = settings[name]
-                study = f"{name.replace('tracking ', '').replace(', ', '_')}_{r}"
-                toolkit, bare = round_pair(ds, arrays, sizes, args.epochs, storage, mlflow_uri if tracked else None,
-                                           study, wait)
+                uri = mlflow_uri if settings[name] else None
+                toolkit, bare = round_pair(ds, arrays, sizes, args.epochs, storage, uri, f"{name[9:]}_{r}")
                 results[name].append((toolkit, bare))
-                cells.append(f"  {name:24s} toolkit {toolkit.wall:6.2f} s / bare {bare.wall:6.2f} s = "
+                cells.append(f"  {name:13s} toolkit {toolkit.wall:6.2f} s / bare {bare.wall:6.2f} s = "
                              f"{toolkit.wall / bare.wall:.3f} (cpu {toolkit.cpu / bare.cpu:.3f})")
             print(f"round {r + 1}:\n" + "\n".join(cells), flush=True)
 
