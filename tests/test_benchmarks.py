@@ -1,0 +1,34 @@
+"""The overhead benchmark runs end to end on real MNIST and prints its ratio (tiny: one model per side).
+
+The figures themselves are not checked (a shared machine is noisy: speed is measured, not asserted); what a
+user relies on is that the script runs, trains both sides and prints the ratios against the goal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def test_bench_overhead_prints_the_ratio_toolkit_over_bare(mnist_dir: str | None, tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "scripts" / "bench_overhead.py"), "--n", "1", "--rounds", "1",
+               "--train-size", "600", "--no-tracking"]
+    if mnist_dir:
+        command += ["--data-dir", mnist_dir]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"^round 1:\n  tracking off +toolkit +\d+\.\d+ s / bare +\d+\.\d+ s = \d\.\d{3}", done.stdout,
+                     re.MULTILINE), done.stdout
+    summary = r"toolkit \(tracking off\) / bare, wall-clock: all rounds (\d+\.\d+).*\[(ok|above the 1\.03 goal)\]"
+    ratio = re.search(summary, done.stdout)
+    assert ratio and float(ratio.group(1)) > 0, done.stdout
+    assert not list(tmp_path.iterdir())  # its storage and tracking files went to a temporary folder
