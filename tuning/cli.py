@@ -82,6 +82,7 @@ def _set_option(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tuning`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
+    _redact_logs(args)
     import optuna
     from rich.console import Console
 
