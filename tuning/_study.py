@@ -15,6 +15,7 @@ import optuna
 
 from tuning import records
 from tuning._defaults import RESULTS_DIR, default_storage_url
+from tuning._recovery import MAX_RETRY
 from tuning._redact import redact_url
 from tuning.errors import SpaceError, StorageError
 
@@ -90,7 +91,7 @@ def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grac
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
             )
         if url.startswith("sqlite"):
             _use_write_ahead_log(storage)

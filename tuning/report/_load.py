@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuning import records
+from tuning._redact import redact_text, redact_url, secrets_in_url
 from tuning.errors import StorageError, UserInputError
 
 if TYPE_CHECKING:
@@ -21,20 +21,9 @@ class EmptyStudyError(UserInputError):
     """A study has no trial, or no completed trial, so there is nothing to report on."""
 
 
-_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]+:)(?P<pw>[^@/]*)(?P<at>@)")
-
-
 def _redact(url: str, text: str | None = None) -> str:
     """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``; with ``text``, redact that text
     (an error message that may quote the URL or its password) instead."""
-    try:
-        from tuning._redact import redact_text, redact_url, secrets_in_url
-    except ImportError:  # pragma: no cover - tuning._redact ships with the package
-        secrets = [m.group("pw") for m in _PASSWORD.finditer(url) if m.group("pw")]
-        out = _PASSWORD.sub(r"\g<head>***\g<at>", url if text is None else text)
-        for secret in secrets:
-            out = out.replace(secret, "***")
-        return out
     if text is None:
         return redact_url(url)
     return redact_text(text, secrets=secrets_in_url(url))

@@ -454,10 +454,8 @@ class MlflowTracker(StudyObserver):
         return improved
 
     def _save_model(self, model: Any, number: int) -> str | None:
-        if self._tmpdir is None:
-            with self._lock:
-                if self._tmpdir is None:
-                    self._tmpdir = tempfile.mkdtemp(prefix="tuning-mlflow-")
+        if self._tmpdir is None:  # only the worker thread saves models
+            self._tmpdir = tempfile.mkdtemp(prefix="tuning-mlflow-")
         path = os.path.join(self._tmpdir, f"trial-{number}", "model.keras")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
