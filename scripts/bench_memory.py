@@ -1,7 +1,7 @@
 """Memory over a long study: 100 small trials in one process, resident memory after trials 10, 50 and 100.
 
 Goal (issue 5): growth from trial 10 to trial 100 under 100 MB. The first run has tracking off; a second run
-with MLflow tracking on (into a throwaway SQLite store) follows when the tracker is available. Resident memory
+with MLflow tracking on (into a throwaway SQLite store) follows (skip it with --no-tracked-run). Resident memory
 is read from /proc/self/status (VmRSS), so this runs on Linux.
 
 Usage:
@@ -90,18 +90,10 @@ def main() -> int:
     parser.add_argument("--no-tracked-run", action="store_true", help="skip the run with MLflow tracking on")
     args = parser.parse_args()
     logging.getLogger("tuning").setLevel(logging.ERROR)
-    try:
-        import tuning.tracking  # noqa: F401
-
-        tracker_available = True
-    except ImportError:
-        tracker_available = False
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         results = {"off": measure(Path(tmp), args.trials, tracking=False)}
-        if tracker_available and not args.no_tracked_run:
+        if not args.no_tracked_run:
             results["on"] = measure(Path(tmp), args.trials, tracking=True)
-        elif not tracker_available:
-            print("tracking on: skipped (tuning.tracking is not available)")
     failed = [k for k, v in results.items() if v is not None and v >= GOAL_MB]
     return 1 if failed else 0
 

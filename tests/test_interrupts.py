@@ -35,14 +35,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _tracker_ready() -> bool:
-    try:
-        from tuning.tracking import MlflowTracker  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _write_space(folder: Path, **study: Any) -> Path:
     """A space whose trials last a few seconds (2,000 images, 6 epochs), so a signal lands mid-trial."""
     space = tiny_space(
@@ -126,10 +118,9 @@ def _assert_study_complete(trials: list[optuna.trial.FrozenTrial]) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_mid_trial_keeps_finished_trials_and_resume_completes(workdir: Path, mnist_dir: str | None) -> None:
-    tracking = _tracker_ready()
     _write_space(workdir)
     db = workdir / "mlruns" / "optuna.db"
-    proc = _start(workdir, mnist_dir, tracking=tracking)
+    proc = _start(workdir, mnist_dir, tracking=True)
     number = _wait_mid_trial(proc, db)
     finished_before = _rows(db, "SELECT number, state FROM trials WHERE state = 'COMPLETE' ORDER BY number")
     proc.send_signal(signal.SIGINT)
@@ -147,7 +138,7 @@ def test_ctrl_c_mid_trial_keeps_finished_trials_and_resume_completes(workdir: Pa
     queued = [t for t in trials.values() if t.state == TrialState.WAITING]
     assert len(queued) == 1 and queued[0].user_attrs[_recovery.RETRY_OF] == number
 
-    resumed = _run(workdir, mnist_dir, tracking=tracking)
+    resumed = _run(workdir, mnist_dir, tracking=True)
     assert resumed.returncode == 0, resumed.stderr
     after = _trials(workdir)
     _assert_study_complete(after)
@@ -155,8 +146,7 @@ def test_ctrl_c_mid_trial_keeps_finished_trials_and_resume_completes(workdir: Pa
     assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
     assert rerun[0].params == interrupted.params  # the interrupted configuration ran again, once
 
-    if tracking:
-        _assert_mlflow_agrees(workdir, after, killed=number)
+    _assert_mlflow_agrees(workdir, after, killed=number)
 
 
 def _assert_mlflow_agrees(workdir: Path, trials: list[optuna.trial.FrozenTrial], killed: int | None) -> None:
@@ -211,16 +201,15 @@ def test_sigterm_then_second_signal_exits_at_once_and_resume_completes(
 def test_kill_9_mid_trial_then_resume_fails_the_stale_trial_and_reruns_it_once(
     workdir: Path, mnist_dir: str | None
 ) -> None:
-    tracking = _tracker_ready()
     _write_space(workdir)
     db = workdir / "mlruns" / "optuna.db"
-    proc = _start(workdir, mnist_dir, tracking=tracking)
+    proc = _start(workdir, mnist_dir, tracking=True)
     number = _wait_mid_trial(proc, db)
     proc.kill()
     proc.communicate(timeout=60)
     assert _rows(db, f"SELECT state FROM trials WHERE number = {number}") == [("RUNNING",)]
 
-    resumed = _run(workdir, mnist_dir, tracking=tracking)  # at once: long before the 90 s heartbeat grace period
+    resumed = _run(workdir, mnist_dir, tracking=True)  # at once: long before the 90 s heartbeat grace period
     assert resumed.returncode == 0, resumed.stderr
     trials = {t.number: t for t in _trials(workdir)}
     _assert_study_complete(list(trials.values()))
@@ -231,8 +220,8 @@ def test_kill_9_mid_trial_then_resume_fails_the_stale_trial_and_reruns_it_once(
     assert len(reruns) == 1  # re-run once, not lost and not twice
     assert reruns[0].params == stale.params and reruns[0].state == TrialState.COMPLETE
     assert reruns[0].system_attrs[_recovery.RETRY_HISTORY] == [number]
-    if tracking:  # the dead process's run is ended as FAILED with the reason, not left RUNNING
-        _assert_mlflow_agrees(workdir, list(trials.values()), killed=None)
+    # The dead process's run is ended as FAILED with the reason, not left RUNNING.
+    _assert_mlflow_agrees(workdir, list(trials.values()), killed=None)
 
 
 # ---------------------------------------------------------------------------------------------- recovery rules
