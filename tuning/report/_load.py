@@ -196,19 +196,31 @@ def _default() -> str:
     return default_storage_url()
 
 
+def _reason(trial: FrozenTrial) -> str:
+    """Why a trial was pruned or failed: the runner's ``reason`` attribute, else Optuna's ``fail_reason``."""
+    return str(trial.user_attrs.get(records.REASON) or trial.system_attrs.get("fail_reason") or "")
+
+
+def _state(trial: FrozenTrial) -> str:
+    """The state as every table writes it: complete, pruned, failed (running, waiting)."""
+    return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(
+        trial.state.name, trial.state.name.lower()
+    )
+
+
 def _state_counts(view: StudyView) -> str:
     counts: dict[str, int] = {}
     for t in view.trials:
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+        counts[_state(t)] = counts.get(_state(t), 0) + 1
     return ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
 def _reasons(view: StudyView, limit: int = 3) -> str:
     shown = []
     for t in view.trials:
-        reason = t.user_attrs.get(records.REASON) or t.system_attrs.get("fail_reason")
+        reason = _reason(t)
         if reason:
-            shown.append(f"trial {t.number} {t.state.name.lower()}: {reason}")
+            shown.append(f"trial {t.number} {_state(t)}: {reason}")
         if len(shown) == limit:
             break
     return f" ({'; '.join(shown)})" if shown else ""

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuning import records
-from tuning.report._load import StudyView, as_view
-from tuning.report._tables import _sort_completed, _state
+from tuning.report._load import StudyView, _state, as_view
+from tuning.report._tables import _sort_completed
 
 if TYPE_CHECKING:
     import optuna

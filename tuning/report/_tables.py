@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuning import records
-from tuning.report._load import StudyView, as_view
+from tuning.report._load import StudyView, _reason, _state, as_view
 
 if TYPE_CHECKING:
     import optuna
@@ -39,16 +39,6 @@ def _seconds(trial: FrozenTrial) -> float:
     if trial.datetime_start is None or trial.datetime_complete is None:
         return math.nan
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
-
-
-def _reason(trial: FrozenTrial) -> str:
-    return str(trial.user_attrs.get(records.REASON) or trial.system_attrs.get("fail_reason") or "")
-
-
-def _state(trial: FrozenTrial) -> str:
-    return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(
-        trial.state.name, trial.state.name.lower()
-    )
 
 
 def _better(maximize: bool, a: float, b: float) -> bool:
