@@ -74,7 +74,8 @@ def plot_optimization_history(study: optuna.Study | StudyView) -> Figure:
     Example:
         >>> plot_optimization_history(study).savefig("history.png")  # doctest: +SKIP
     """
-    data = history_data(study)
+    view = as_view(study)  # the trials are read once, here
+    data = history_data(view)
     fig = _figure()
     ax = fig.add_subplot()
     done = data[data["state"] == "complete"]
@@ -82,7 +83,7 @@ def plot_optimization_history(study: optuna.Study | StudyView) -> Figure:
     ordered = data.sort_values("trial")
     best = (ordered["value"].cummax() if data.attrs["maximize"] else ordered["value"].cummin()).ffill()
     ax.step(ordered["trial"], best, where="post", color="C3", label="best so far")
-    ax.set(xlabel="trial", ylabel=data.attrs["objective"], title=f"Optimisation history: {as_view(study).name}")
+    ax.set(xlabel="trial", ylabel=data.attrs["objective"], title=f"Optimisation history: {view.name}")
     ax.legend(loc="best")
     return fig
 
@@ -96,10 +97,10 @@ def plot_best_vs_time(studies: Sequence[optuna.Study | StudyView], target: float
     fig = _figure()
     ax = fig.add_subplot()
     label = "value"
-    for i, study in enumerate(studies):
-        data = history_data(study)
+    for i, view in enumerate(as_view(study) for study in studies):
+        data = history_data(view)
         label = data.attrs["objective"]
-        ax.step(data["elapsed_seconds"], data["best_so_far"], where="post", color=f"C{i}", label=as_view(study).name)
+        ax.step(data["elapsed_seconds"], data["best_so_far"], where="post", color=f"C{i}", label=view.name)
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
     ax.set(xlabel="wall time since the study started (s)", ylabel=f"best {label}", title="Best value against wall time")
@@ -193,7 +194,8 @@ def plot_parallel_coordinates(study: optuna.Study | StudyView, max_params: int =
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
 
-    data = parallel_coordinates_data(study, max_params=max_params)
+    view = as_view(study)  # the trials are read once, here
+    data = parallel_coordinates_data(view, max_params=max_params)
     objective, ticks = data.attrs["objective"], data.attrs["ticks"]
     axes = list(ticks)
     fig = _figure(max(6.0, 1.3 * len(axes) + 2), 4.5)
@@ -211,7 +213,7 @@ def plot_parallel_coordinates(study: optuna.Study | StudyView, max_params: int =
             ax.annotate(label, (x, pos), textcoords="offset points", xytext=(3, 0), fontsize=7, va="center")
     ax.set_xticks(range(len(axes)), axes, rotation=20, ha="right", fontsize=8)
     ax.set_yticks([])
-    ax.set(title=f"Parallel coordinates: {as_view(study).name}")
+    ax.set(title=f"Parallel coordinates: {view.name}")
     fig.colorbar(cmap_mappable(cmap, norm), ax=ax, label=objective)
     return fig
 
@@ -257,7 +259,8 @@ def plot_learning_curves(study: optuna.Study | StudyView, top: int = 5) -> Figur
     Example:
         >>> plot_learning_curves(study, top=3).savefig("curves.png")  # doctest: +SKIP
     """
-    data = learning_curves_data(study, top=top)
+    view = as_view(study)  # the trials are read once, here
+    data = learning_curves_data(view, top=top)
     fig = _figure()
     ax = fig.add_subplot()
     for (rank, trial), curve in data.groupby(["rank", "trial"], sort=True):
@@ -269,6 +272,6 @@ def plot_learning_curves(study: optuna.Study | StudyView, top: int = 5) -> Figur
     ax.set(
         xlabel="epoch",
         ylabel=data.attrs.get("metric") or "metric",
-        title=f"Learning curves of the top {data['trial'].nunique()} trials: {as_view(study).name}",
+        title=f"Learning curves of the top {data['trial'].nunique()} trials: {view.name}",
     )
     return fig
