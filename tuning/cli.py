@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuning.errors import TooManyFailuresError, UserInputError
+from tuning.report import FORMATS  # standard library only: --help stays light
 
 if TYPE_CHECKING:
     import optuna
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="comparison tables and plots of one or more studies")
     report.add_argument("studies", nargs="+", metavar="STUDY", help="study names")
     _storage_option(report)
-    report.add_argument("--format", default="md", choices=["md", "html", "csv", "latex", "json"])
+    report.add_argument("--format", default="md", choices=FORMATS)
     report.add_argument("--out", help="folder to write the report into (default: print tables)")
     report.add_argument("--top", type=int, default=10, help="trials in the leaderboard (default 10)")
     report.add_argument("--target", type=float, help="objective value to reach, for the study comparison")
