@@ -1,9 +1,13 @@
-"""Shared fixtures: where MNIST is, a tiny real space, and a clean working directory per test."""
+"""Shared fixtures and helpers: where MNIST is, a tiny real space, a clean working directory per test, the
+environment of a ``python -m tuning`` subprocess, a free local port."""
 
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,9 +57,31 @@ def tiny_space(**overrides: object) -> dict:
         "objective": {"metric": "val_accuracy"},
         "study": {"name": "tiny", "n_trials": 3, "seed": 0, "pruner": "none"},
     }
+    return merge_sections(space, overrides)
+
+
+def merge_sections(space: dict, overrides: Mapping[str, Any]) -> dict:
+    """``space`` with each override merged into its section key by key (a non-dict value replaces it)."""
     for section, value in overrides.items():
         if isinstance(value, dict) and isinstance(space.get(section), dict):
             space[section] = {**space[section], **value}
         else:
             space[section] = value
     return space
+
+
+def subprocess_env(mnist_dir: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a ``python -m tuning`` (or script) subprocess: this checkout importable, no
+    ``MLFLOW_TRACKING_URI`` (results land in the subprocess's folder), MNIST from ``mnist_dir`` when given."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    if mnist_dir:
+        env["TUNING_DATA_DIR"] = mnist_dir
+    return {**env, **extra}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

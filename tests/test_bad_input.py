@@ -8,8 +8,6 @@ no ``mlruns/``, no database file. The space files are in ``tests/bad_inputs/``.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,17 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port, subprocess_env
 
 BAD = Path(__file__).resolve().parent / "bad_inputs"
 GOOD = str(BAD / "good.yaml")
 SECRETS = ("hunter2", "s3cret")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -108,15 +100,12 @@ def test_bad_input_exits_2_names_the_problem_and_leaves_nothing_behind(
     name: str, tmp_path: Path, mnist_dir: str | None
 ) -> None:
     case = CASES[name]
-    port = str(_free_port())
+    port = str(free_port())
     args = [a.replace("PORT", port) for a in case.args]
     says = [s.replace("PORT", port) for s in case.says]
     case.setup(tmp_path)
     before = _listing(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = str(ROOT)
-    if mnist_dir:
-        env["TUNING_DATA_DIR"] = mnist_dir
+    env = subprocess_env(mnist_dir)
 
     proc = subprocess.run([sys.executable, "-m", "tuning", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)

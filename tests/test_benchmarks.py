@@ -6,15 +6,14 @@ user relies on is that the script runs, trains both sides and prints the ratios 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, subprocess_env
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
@@ -24,7 +23,7 @@ def test_bench_overhead_prints_the_ratio_toolkit_over_bare(mnist_dir: str | None
     if mnist_dir:
         command += ["--data-dir", mnist_dir]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          env=subprocess_env(mnist_dir, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"^round 1:\n  tracking (on|off) +toolkit +\d+\.\d+ s / bare +\d+\.\d+ s = \d\.\d{3}", done.stdout,
                      re.MULTILINE), done.stdout

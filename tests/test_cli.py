@@ -7,7 +7,6 @@ start-up per subprocess).
 from __future__ import annotations
 
 import ast
-import os
 import re
 import subprocess
 import sys
@@ -16,19 +15,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, tiny_space
+from conftest import ROOT, subprocess_env, tiny_space
 from optuna.trial import TrialState
 
 HEAVY = ("tensorflow", "keras", "mlflow")
 SCRIPT = Path(sys.executable).parent / "tuning"
 
-
-def env(mnist_dir: str | None = None) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TUNING_DATA_DIR")}
-    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    if mnist_dir:
-        out["TUNING_DATA_DIR"] = mnist_dir
-    return out
 
 
 def tuning_cmd(
@@ -36,13 +28,13 @@ def tuning_cmd(
 ) -> subprocess.CompletedProcess:
     """Run the command as users do: ``python -m tuning ARGS``, or the installed ``tuning`` script."""
     prefix = [str(SCRIPT)] if script else [sys.executable, "-m", "tuning"]
-    return subprocess.run([*prefix, *args], cwd=cwd, env=env(mnist_dir), capture_output=True, text=True)
+    return subprocess.run([*prefix, *args], cwd=cwd, env=subprocess_env(mnist_dir), capture_output=True, text=True)
 
 
 def heavy_modules_after(code: str, cwd: Path) -> list[str]:
     """Run ``code`` in a fresh interpreter and return which of TensorFlow, Keras, MLflow it imported."""
     probe = f"{code}\nimport sys\nprint('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=cwd, env=env(), capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", probe], cwd=cwd, env=subprocess_env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return ast.literal_eval(out.stdout.rsplit("HEAVY", 1)[1].strip())
 

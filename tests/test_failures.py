@@ -7,7 +7,6 @@ Real Keras training on a few hundred MNIST images, real SQLite storages.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, tiny_space
+from conftest import subprocess_env, tiny_space
 from optuna.trial import TrialState
 
 import tuning
@@ -131,7 +130,7 @@ def test_many_failures_in_a_row_stop_the_study_with_a_hint(workdir: Path) -> Non
 def test_the_command_exits_1_after_the_default_five_failures_in_a_row(workdir: Path) -> None:
     space = _cnn_space(6, n_trials=10)
     (workdir / "deep.yaml").write_text(yaml.safe_dump(space))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = subprocess_env()
 
     proc = subprocess.run([sys.executable, "-m", "tuning", "run", "deep.yaml", "--no-tracking"], cwd=workdir,
                           env=env, capture_output=True, text=True)

@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, tiny_space
+from conftest import subprocess_env, tiny_space
 from optuna.trial import TrialState
 
 import tuning
@@ -54,11 +54,7 @@ def _command(space: Path, tracking: bool) -> list[str]:
 
 
 def _env(mnist_dir: str | None) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    if mnist_dir:
-        env["TUNING_DATA_DIR"] = mnist_dir
-    return env
+    return subprocess_env(mnist_dir, PYTHONUNBUFFERED="1")
 
 
 def _start(workdir: Path, mnist_dir: str | None, tracking: bool = False) -> subprocess.Popen:

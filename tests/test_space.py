@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from conftest import merge_sections
 
 from tuning.errors import SpaceError, UserInputError
 from tuning.space import DataSpec, ModelConfig, Objective, SearchSpace, StudySpec, TrialConfig
@@ -29,13 +30,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def base(**sections: Any) -> dict[str, Any]:
     """A minimal valid cnn space, with ``sections`` merged in key by key."""
-    d: dict[str, Any] = {"model": {"family": "cnn"}, "train": {"epochs": 2}}
-    for name, values in sections.items():
-        if isinstance(values, dict) and isinstance(d.get(name), dict):
-            d[name] = {**d[name], **values}
-        else:
-            d[name] = values
-    return d
+    return merge_sections({"model": {"family": "cnn"}, "train": {"epochs": 2}}, sections)
 
 
 def mlp(**model: Any) -> dict[str, Any]:

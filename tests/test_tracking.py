@@ -7,8 +7,6 @@ real ``SearchSpace.suggest``, tiny real Keras models on 200 MNIST rows) and read
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import MNIST_DIR
+from conftest import MNIST_DIR, ROOT, free_port, subprocess_env
 
 from tuning import records
 from tuning.errors import TrackingError
@@ -27,7 +25,6 @@ from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, TrialOutcome
 from tuning.space import SearchSpace
 from tuning.tracking import MlflowTracker
 
-ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 PASSWORD = "Sw0rdf1sh-t0ps3cret"
 #: Local servers are reached directly, whatever proxy the environment names.
@@ -142,12 +139,6 @@ def _runs(uri: str, experiment: str):
     return client, parents, trials
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_http(url: str, proc: subprocess.Popen, what: str) -> None:
     for _ in range(600):
         if proc.poll() is not None:
@@ -188,7 +179,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 with a fresh SQLite store, serving artifacts."""
     home = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     proc = _start_mlflow(
         ["server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
          "--artifacts-destination", str(home / "artifacts"),
@@ -373,7 +364,7 @@ def test_a_password_in_the_storage_url_never_reaches_mlflow(tmp_path, mnist, cap
 
 
 def test_unreachable_server_is_a_tracking_error_before_any_trial(tmp_path):
-    port = _free_port()
+    port = free_port()
     tracker = MlflowTracker(f"http://admin:{PASSWORD}@127.0.0.1:{port}")
     with pytest.raises(TrackingError) as err:
         tracker.check()
@@ -513,7 +504,7 @@ def test_two_processes_starting_one_study_at_once_share_one_parent(tmp_path, mlf
     script = tmp_path / "worker.py"
     script.write_text(_PROCESS_SCRIPT)
     start_at = str(time.time() + 8)  # after both processes have imported MLflow and Optuna
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     procs = [
         subprocess.Popen([PYTHON, str(script), mlflow_server, storage, start_at, json.dumps(raw)], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -544,8 +535,7 @@ study: {name: e2e}
 @pytest.mark.slow
 def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp_path):
     (tmp_path / "space.yaml").write_text(_E2E_SPACE)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUNING_DATA_DIR": MNIST_DIR or ""}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = subprocess_env(MNIST_DIR)
     run = subprocess.run(
         [PYTHON, "-m", "tuning.cli", "run", "space.yaml", "--n-trials", "2", "--quiet"],
         cwd=tmp_path,
@@ -563,7 +553,7 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
     assert all(r.info.status == "FINISHED" and "val_accuracy" in r.data.metrics for r in trials)
 
     # The command the README gives, from the project folder.
-    port = _free_port()
+    port = free_port()
     ui = _start_mlflow(["ui", "--backend-store-uri", "sqlite:///mlruns/mlflow.db", "--port", str(port)], cwd=tmp_path)
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", ui, "mlflow ui")
@@ -587,8 +577,8 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
 
 def test_tuning_run_with_an_unreachable_tracking_server_exits_2_before_training(tmp_path):
     (tmp_path / "space.yaml").write_text(_E2E_SPACE)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUNING_DATA_DIR": MNIST_DIR or ""}
-    uri = f"http://user:{PASSWORD}@127.0.0.1:{_free_port()}"
+    env = subprocess_env(MNIST_DIR)
+    uri = f"http://user:{PASSWORD}@127.0.0.1:{free_port()}"
     run = subprocess.run(
         [PYTHON, "-m", "tuning.cli", "run", "space.yaml", "--n-trials", "1", "--tracking-uri", uri],
         cwd=tmp_path,
