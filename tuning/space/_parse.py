@@ -22,6 +22,7 @@ from typing import Any
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from tuning import models
 from tuning.errors import SpaceError
 from tuning.space import _schema as S
 from tuning.space._sections import DataSpec, Objective, StudySpec
@@ -29,7 +30,6 @@ from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched
 
 _BAD: Any = object()  # a value that failed its checks (the error is already recorded)
 
-_CNN_NOUNS = {"kernel_size": "kernels", "dense_units": "a dense head", "padding": "padding", "pool_size": "pooling"}
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,22 @@ def parse(d: Any, source: str | None = None) -> Parsed:
             _unknown(errs, str(name), name, S.SECTIONS)
     data = _data(_section(d, "data", errs), errs)
     broken: set[str] = set()
-    specs = _model(d, errs, broken)
+    family, specs = _model(d, errs, broken)
     specs.update(_train(d, errs, broken))
     _check_layers(specs, errs)
     objectives = _objectives(d.get("objective"), errs)
-    study = _study(_section(d, "study", errs), objectives, specs, broken, source, errs)
+    keys = param_keys(family)
+    define_by_run = family in models.names() and models.get(family).define_by_run
+    study = _study(_section(d, "study", errs), objectives, specs, keys, broken, source, errs, define_by_run)
     if errs:
         raise SpaceError.collect(list(errs), source=source)
     return Parsed(data, specs, objectives, study)
+
+
+def param_keys(family: str | None) -> dict[str, S.Key]:
+    """Every searchable key of a space of ``family`` by its full path: the family's model keys, then ``train``."""
+    model = models.get(family).keys if family in models.names() else {}
+    return {**{f"model.{k}": v for k, v in model.items()}, **S.TRAIN_PARAM_KEYS}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -180,10 +188,10 @@ def _max_depth(spec: AnySpec | None) -> int | None:
 # ----------------------------------------------------------------------------------------------- value specs
 
 
-def spec(key: S.Key, raw: Any, path: str, errs: _Errors, family: str | None) -> AnySpec | Any:
+def spec(key: S.Key, raw: Any, path: str, errs: _Errors) -> AnySpec | Any:
     """Parse one searchable value: scalar → Fixed, list → choice, {low, high} → range, per_layer / layers."""
     if isinstance(raw, Mapping) and ("per_layer" in raw or "layers" in raw):
-        return _per_layer(key, raw, path, errs, family)
+        return _per_layer(key, raw, path, errs)
     return _simple(key, raw, path, errs)
 
 
@@ -279,12 +287,11 @@ def _range(key: S.Key, raw: Mapping[str, Any], path: str, errs: _Errors) -> Sear
     return Searched(FloatDistribution(float(low), float(high), log=log, step=step))
 
 
-def _per_layer(key: S.Key, raw: Mapping[str, Any], path: str, errs: _Errors, family: str | None) -> Any:
-    name = path.rsplit(".", 1)[-1]
-    if family is not None and family not in key.per_layer:
-        if name == "dropout":
-            errs.add(path, "a cnn has one dropout (before the output layer); per-layer dropout is for an mlp",
-                     received=dict(raw), fix="write one value, a list or a range, or set family: mlp")
+def _per_layer(key: S.Key, raw: Mapping[str, Any], path: str, errs: _Errors) -> Any:
+    if not key.per_layer:
+        if key.per_layer_hint:
+            errs.add(path, key.per_layer_hint, received=dict(raw),
+                     fix="write one value, a list or a range, or set family: mlp")
         else:
             errs.add(path, "cannot vary per layer", received=dict(raw), fix="write one value, a list or a range")
         return _BAD
@@ -343,57 +350,63 @@ def _data(raw: Mapping[str, Any], errs: _Errors) -> DataSpec:
     return DataSpec(**{k: values.get(k, S.DATA[k].default) for k in S.DATA})
 
 
-def _model(d: Mapping[str, Any], errs: _Errors, broken: set[str]) -> dict[str, AnySpec]:
+def _model(d: Mapping[str, Any], errs: _Errors, broken: set[str]) -> tuple[str | None, dict[str, AnySpec]]:
+    names = models.names()
+    choices = " or ".join(f"family: {n}" for n in names)
     if "model" not in d:
-        errs.add("model", "required section is missing", fix="add `model: {family: cnn}` (or family: mlp)")
-        broken.update(f"model.{k}" for k in S.MODEL)
-        return {}
+        errs.add("model", "required section is missing", fix=f"add `model: {{family: {names[0]}}}` ({choices})")
+        broken.add("model")
+        return None, {}
     raw = _section(d, "model", errs)
     family: str | None = None
     if "family" not in raw:
         if d.get("model") is None or isinstance(d.get("model"), Mapping):
-            errs.add("model.family", "required", fix="add `family: cnn` or `family: mlp`")
+            errs.add("model.family", "required", fix=f"add `{choices.replace(' or ', '` or `')}`")
     elif isinstance(raw["family"], list | tuple | Mapping):
         errs.add("model.family", "is fixed: one study tunes one family", received=raw["family"],
-                 fix="write family: cnn or family: mlp, and run one study per family")
+                 fix=f"write {choices}, and run one study per family")
     else:
-        checked = scalar(S.MODEL["family"], raw["family"], "model.family", errs)
+        checked = scalar(S.Key("str", choices=names), raw["family"], "model.family", errs)
         family = None if checked is _BAD else checked
+    if family is None:  # which keys are allowed depends on the family: only unknown ones can be reported
+        broken.add("model")
+        known = {k for n in names for k in models.get(n).keys}
+        for name in raw:
+            if name != "family" and name not in known:
+                _unknown(errs, f"model.{name}", name, ("family", *sorted(known)), where="model")
+        return None, {}
+    table = models.get(family).keys
     for name in raw:
-        key = S.MODEL.get(name)
-        if key is None:
-            _unknown(errs, f"model.{name}", name, tuple(S.MODEL), where="model")
-        elif family is not None and family not in key.families:
-            errs.add(f"model.{name}", f"only a cnn has {_CNN_NOUNS.get(name, name)}; family is {family}",
-                     fix="remove it or set family: cnn")
-    return _keys("model", S.MODEL, raw, family, errs, broken)
+        if name == "family" or name in table:
+            continue
+        owners = [n for n in names if name in models.get(n).keys]
+        if owners:
+            noun = models.get(owners[0]).keys[name].noun or name
+            errs.add(f"model.{name}", f"only a {' or '.join(owners)} has {noun}; family is {family}",
+                     fix=f"remove it or set family: {owners[0]}")
+        else:
+            _unknown(errs, f"model.{name}", name, ("family", *table), where=f"model (family {family})")
+    return family, {"model.family": Fixed(family), **_keys("model", table, raw, errs, broken)}
 
 
-def _keys(prefix: str, table: Mapping[str, S.Key], raw: Mapping[str, Any], family: str | None, errs: _Errors,
+def _keys(prefix: str, table: Mapping[str, S.Key], raw: Mapping[str, Any], errs: _Errors,
           broken: set[str]) -> dict[str, AnySpec]:
     specs: dict[str, AnySpec] = {}
     for name, key in table.items():
         path = f"{prefix}.{name}"
-        if family is not None and family not in key.families or family is None and key.families != S.ALL_FAMILIES:
-            continue
         if name not in raw:
             if key.required:
-                if prefix != "model":  # model.family is reported by _model
-                    errs.add(path, "required", fix="add it, e.g. `epochs: 5` or `epochs: {low: 2, high: 10}`")
+                errs.add(path, "required", fix="add it, e.g. `epochs: 5` or `epochs: {low: 2, high: 10}`")
                 broken.add(path)
             else:
-                specs[path] = Fixed(key.default_for(family))
+                specs[path] = Fixed(key.default)
             continue
         value = raw[name]
-        if path == "model.family" and family is None:  # already reported by _model
-            broken.add(path)
-            continue
         if not key.searchable and isinstance(value, Mapping | list | tuple):
-            if name != "family":
-                errs.add(path, "is fixed, not searchable", received=value, fix="write one value")
+            errs.add(path, "is fixed, not searchable", received=value, fix="write one value")
             broken.add(path)
             continue
-        parsed = spec(key, value, path, errs, family)
+        parsed = spec(key, value, path, errs)
         if parsed is _BAD:
             broken.add(path)
         else:
@@ -410,7 +423,7 @@ def _train(d: Mapping[str, Any], errs: _Errors, broken: set[str]) -> dict[str, A
     for name in raw:
         if name not in S.TRAIN and name != "augmentation":
             _unknown(errs, f"train.{name}", name, (*S.TRAIN, "augmentation"), where="train")
-    specs = _keys("train", S.TRAIN, raw, None, errs, broken)
+    specs = _keys("train", S.TRAIN, raw, errs, broken)
     aug = raw.get("augmentation") or {}
     if not isinstance(aug, Mapping):
         errs.add("train.augmentation", "must be a mapping of rotation, shift, zoom, flip", received=aug,
@@ -419,7 +432,7 @@ def _train(d: Mapping[str, Any], errs: _Errors, broken: set[str]) -> dict[str, A
     for name in aug:
         if name not in S.AUGMENTATION:
             _unknown(errs, f"train.augmentation.{name}", name, tuple(S.AUGMENTATION), where="augmentation")
-    specs.update(_keys("train.augmentation", S.AUGMENTATION, aug, None, errs, broken))
+    specs.update(_keys("train.augmentation", S.AUGMENTATION, aug, errs, broken))
     return specs
 
 
@@ -484,8 +497,9 @@ def _typed(raw: Any, names: Sequence[str], path: str, errs: _Errors) -> dict[str
     return None if kind is _BAD else {"type": kind}
 
 
-def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dict[str, AnySpec], broken: set[str],
-           source: str | None, errs: _Errors) -> StudySpec:
+def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dict[str, AnySpec],
+           keys: Mapping[str, S.Key], broken: set[str], source: str | None, errs: _Errors,
+           define_by_run: bool = False) -> StudySpec:
     allowed = S.STUDY_ORDER
     for name in raw:
         if name not in allowed:
@@ -512,7 +526,7 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
             pruner = {"type": "none"}
     if sampler is not None and sampler["type"] == "grid":
         _check_grid(specs, errs)
-    enqueue = _enqueue(raw.get("enqueue"), specs, broken, errs)
+    enqueue = _enqueue(raw.get("enqueue"), specs, keys, broken, errs, define_by_run)
     return StudySpec(sampler=sampler or {"type": "tpe"}, pruner=pruner or {"type": "median"}, enqueue=enqueue,
                      **values)
 
@@ -528,7 +542,8 @@ def _check_grid(specs: dict[str, AnySpec], errs: _Errors) -> None:
 # ----------------------------------------------------------------------------------------------- enqueue
 
 
-def _enqueue(raw: Any, specs: dict[str, AnySpec], broken: set[str], errs: _Errors) -> tuple[dict[str, Any], ...]:
+def _enqueue(raw: Any, specs: dict[str, AnySpec], keys: Mapping[str, S.Key], broken: set[str],
+             errs: _Errors, define_by_run: bool = False) -> tuple[dict[str, Any], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list | tuple):
@@ -548,7 +563,8 @@ def _enqueue(raw: Any, specs: dict[str, AnySpec], broken: set[str], errs: _Error
         params: dict[str, Any] = {}
         depth = depth_spec.value if isinstance(depth_spec, Fixed) else None
         if "model.depth" in entry and depth_spec is not None:
-            got = _one(params, "model.depth", entry["model.depth"], depth_spec, f"{base}.model.depth", errs)
+            got = _one(params, "model.depth", entry["model.depth"], depth_spec, keys["model.depth"],
+                       f"{base}.model.depth", errs)
             if got is not _BAD:
                 depth = got
         for key, value in entry.items():
@@ -559,7 +575,7 @@ def _enqueue(raw: Any, specs: dict[str, AnySpec], broken: set[str], errs: _Error
                 errs.add(path, "a parameter name must be a string", received=key, fix="write model.depth, ...")
                 continue
             layer = re.fullmatch(r"(.+)\.(\d+)", key)
-            if key in broken or (layer and layer[1] in broken):
+            if key in broken or (layer and layer[1] in broken) or ("model" in broken and key.startswith("model.")):
                 continue
             s = specs.get(key)
             if isinstance(s, PerLayer):
@@ -567,7 +583,7 @@ def _enqueue(raw: Any, specs: dict[str, AnySpec], broken: set[str], errs: _Error
                 if values is None:
                     n = depth if depth is not None else deepest
                     for i in range(1, (n or 0) + 1):
-                        if _layer(params, key, i, value, s, path, errs) is _BAD:
+                        if _layer(params, key, i, value, s, keys[key], path, errs) is _BAD:
                             break
                 elif not values:
                     errs.add(path, "an empty list gives no layer", received=[], fix="give one value per layer")
@@ -579,13 +595,13 @@ def _enqueue(raw: Any, specs: dict[str, AnySpec], broken: set[str], errs: _Error
                              received=value, fix="give one value per layer")
                 else:
                     for i, v in enumerate(values, 1):
-                        _layer(params, key, i, v, s, f"{path}[{i - 1}]", errs)
+                        _layer(params, key, i, v, s, keys[key], f"{path}[{i - 1}]", errs)
             elif s is not None:
-                if isinstance(value, list | tuple) and S.PARAM_KEYS[key].per_layer:
+                if isinstance(value, list | tuple) and keys[key].per_layer:
                     errs.add(path, f"{key} is one value shared by every layer in this space", received=value,
                              fix=f"give one value, or write `{key.split('.')[-1]}: {{per_layer: ...}}` in the space")
                     continue
-                _one(params, key, value, s, path, errs)
+                _one(params, key, value, s, keys[key], path, errs)
             elif layer and isinstance(specs.get(layer[1]), PerLayer):
                 i = int(layer[2])
                 limit = depth if depth is not None else deepest
@@ -593,7 +609,14 @@ def _enqueue(raw: Any, specs: dict[str, AnySpec], broken: set[str], errs: _Error
                     errs.add(path, f"layer {i} does not exist: the model has {limit} layer(s)", received=value,
                              fix=f"use layers 1 to {limit}")
                     continue
-                _layer(params, layer[1], i, value, specs[layer[1]], path, errs)  # type: ignore[arg-type]
+                _layer(params, layer[1], i, value, specs[layer[1]], keys[layer[1]], path, errs)  # type: ignore[arg-type]
+            elif define_by_run and not key.startswith(("model.", "train.")):
+                # A hypermodel's own hyperparameter: known only once it builds (`tuning validate` checks it).
+                if isinstance(value, Mapping | list | tuple) or value is None:
+                    errs.add(path, "a hyperparameter's value must be a single number, string or boolean",
+                             received=value, fix="write e.g. units_0: 64")
+                else:
+                    params[key] = value
             else:
                 guess = _did_you_mean(key, names)
                 errs.add(path, "unknown parameter", fix=(f"did you mean `{guess}`? " if guess else "")
@@ -602,19 +625,19 @@ def _enqueue(raw: Any, specs: dict[str, AnySpec], broken: set[str], errs: _Error
     return tuple(out)
 
 
-def _layer(params: dict[str, Any], key: str, i: int, value: Any, s: PerLayer, path: str, errs: _Errors) -> Any:
+def _layer(params: dict[str, Any], name: str, i: int, value: Any, s: PerLayer, key: S.Key, path: str,
+           errs: _Errors) -> Any:
     if s.mode == "layers" and i > len(s.specs):
-        errs.add(path, f"layer {i} has no spec in {key}.layers", received=value, fix="give fewer layers")
+        errs.add(path, f"layer {i} has no spec in {name}.layers", received=value, fix="give fewer layers")
         return _BAD
-    return _one(params, f"{key}.{i}", value, s.spec_for(i), path, errs, key=S.PARAM_KEYS[key])
+    return _one(params, f"{name}.{i}", value, s.spec_for(i), key, path, errs)
 
 
-def _one(params: dict[str, Any], name: str, value: Any, s: AnySpec, path: str, errs: _Errors,
-         key: S.Key | None = None) -> Any:
+def _one(params: dict[str, Any], name: str, value: Any, s: AnySpec, key: S.Key, path: str, errs: _Errors) -> Any:
     if name in params:
         errs.add(path, f"{name} is given twice", received=value, fix="give each parameter once")
         return _BAD
-    checked = scalar(key or S.PARAM_KEYS[name], value, path, errs)
+    checked = scalar(key, value, path, errs)
     if checked is _BAD:
         return _BAD
     if isinstance(s, Fixed):

@@ -1,23 +1,21 @@
-"""Every key a search space may hold: its type, limits, default and whether it can be searched, in one table.
+"""Every key a search space may hold: its type, limits, default and whether it can be searched, in tables.
 
-The parser (:mod:`tuning.space._parse`), the documentation (``docs/space.md``) and ``describe()`` all read
-these tables; adding a key means adding one line here and one field to :mod:`tuning.space._config`.
+The ``data``, ``train`` and ``study`` tables are here; each model family declares its own ``model`` keys
+(:mod:`tuning.models`). The parser (:mod:`tuning.space._parse`), the documentation (``docs/space.md``) and
+``describe()`` all read these tables; adding a key means adding one line here (or to its family) and one field
+to its configuration.
 
 Example:
-    >>> MODEL["dropout"].contains(0.5)
+    >>> TRAIN["learning_rate"].contains(0.5)
     True
-    >>> MODEL["depth"].default_for("mlp")
-    1
+    >>> TRAIN["momentum"].limits()
+    'a number in [0, 1)'
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-CNN_ONLY = frozenset({"cnn"})
-ALL_FAMILIES = frozenset({"cnn", "mlp"})
 
 
 @dataclass(frozen=True)
@@ -25,8 +23,9 @@ class Key:
     """One key of a section: its kind (``int``, ``float``, ``bool``, ``str``), limits and default.
 
     ``low``/``high`` are inclusive unless ``low_open``/``high_open``; ``choices`` lists the allowed strings;
-    ``searchable`` keys accept a list or a range, the others one value; ``per_layer`` names the families on
-    which ``{per_layer: ...}`` and ``{layers: [...]}`` are allowed; ``families`` the families that have the key.
+    ``searchable`` keys accept a list or a range, the others one value; ``per_layer`` keys also accept
+    ``{per_layer: ...}`` and ``{layers: [...]}`` (``per_layer_hint`` says why a key cannot, when a user may
+    expect it to); ``noun`` names a model key in messages ("only a cnn has kernels").
     """
 
     kind: str
@@ -37,17 +36,12 @@ class Key:
     high_open: bool = False
     choices: tuple[str, ...] | None = None
     searchable: bool = True
-    per_layer: frozenset[str] = frozenset()
-    families: frozenset[str] = ALL_FAMILIES
+    per_layer: bool = False
+    per_layer_hint: str = ""
     required: bool = False
     nullable: bool = False
+    noun: str = ""
     doc: str = ""
-
-    def default_for(self, family: str | None) -> Any:
-        """The default value, which may depend on the model family (``depth``, ``width``)."""
-        if isinstance(self.default, Mapping):
-            return self.default.get(family, self.default.get("cnn"))
-        return self.default
 
     def contains(self, value: float) -> bool:
         """Whether a number lies inside this key's own limits."""
@@ -76,7 +70,6 @@ def _num(x: float) -> str:
 
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "npz")
-FAMILIES = ("cnn", "mlp")
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "tanh", "sigmoid", "swish", "leaky_relu", "softplus")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -100,22 +93,9 @@ DATA: dict[str, Key] = {
     "seed": Key("int", 0, searchable=False, doc="seed of the subset and split"),
 }
 
-MODEL: dict[str, Key] = {
-    "family": Key("str", None, choices=FAMILIES, searchable=False, required=True, doc="model family"),
-    "depth": Key("int", {"cnn": 2, "mlp": 1}, low=1,
-                 doc="conv blocks (cnn) or hidden dense layers (mlp); sampled first"),
-    "width": Key("int", {"cnn": 32, "mlp": 128}, low=1, per_layer=ALL_FAMILIES,
-                 doc="filters per conv block (cnn) or units per hidden layer (mlp)"),
-    "kernel_size": Key("int", 3, low=1, per_layer=CNN_ONLY, families=CNN_ONLY, doc="conv kernel size"),
-    "dense_units": Key("int", 128, low=0, families=CNN_ONLY, doc="units of the cnn's dense head; 0 = no head"),
-    "dropout": Key("float", 0.0, low=0, high=1, high_open=True, per_layer=frozenset({"mlp"}),
-                   doc="dropout rate: cnn once before the output layer, mlp after each hidden layer"),
-    "activation": Key("str", "relu", choices=ACTIVATIONS, doc="activation of hidden layers"),
-    "batch_norm": Key("bool", False, doc="batch normalisation after each conv / dense layer"),
-    "padding": Key("str", "same", choices=("same", "valid"), families=CNN_ONLY, doc="conv padding"),
-    "pool_size": Key("int", 2, low=1, families=CNN_ONLY,
-                     doc="max-pool size after each conv block; 1 = no pooling"),
-}
+#: Model keys several families share (each family lists the keys it has: :mod:`tuning.models`).
+ACTIVATION = Key("str", "relu", choices=ACTIVATIONS, doc="activation of hidden layers")
+BATCH_NORM = Key("bool", False, doc="batch normalisation after each conv / dense layer")
 
 AUGMENTATION: dict[str, Key] = {
     "rotation": Key("float", 0.0, low=0, high=1, doc="random rotation, fraction of a full turn"),
@@ -156,9 +136,8 @@ STUDY_SPECIAL = ("sampler", "pruner", "enqueue")
 STUDY_ORDER = ("name", "sampler", "pruner", "n_trials", "timeout", "seed", "n_jobs", "max_consecutive_failures",
                "storage", "enqueue")
 
-#: Every searchable key by its full path, in sampling order (depth first).
-PARAM_KEYS: dict[str, Key] = {
-    **{f"model.{k}": v for k, v in MODEL.items()},
+#: Every searchable ``train`` key by its full path, in sampling order; a family's model keys come first.
+TRAIN_PARAM_KEYS: dict[str, Key] = {
     **{f"train.{k}": v for k, v in TRAIN.items()},
     **{f"train.augmentation.{k}": v for k, v in AUGMENTATION.items()},
 }

@@ -21,9 +21,10 @@ from typing import Any
 import yaml
 from optuna.distributions import BaseDistribution
 
+from tuning import models
 from tuning.errors import SpaceError
 from tuning.space import _parse, _yaml
-from tuning.space._config import Augmentation, ModelConfig, TrainConfig, TrialConfig
+from tuning.space._config import Augmentation, TrainConfig, TrialConfig
 from tuning.space._sections import DataSpec, Objective, StudySpec
 from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched, _fmt
 
@@ -120,10 +121,15 @@ class SearchSpace:
 
     @property
     def family(self) -> str:
-        """The model family, ``cnn`` or ``mlp``."""
+        """The model family's name: ``cnn``, ``mlp``, ``hypermodel`` or another registered one."""
         spec = self.specs["model.family"]
         assert isinstance(spec, Fixed)
         return spec.value
+
+    @property
+    def model_family(self) -> models.Family:
+        """The :class:`~tuning.models.Family` of :attr:`family` (``cnn``, ``mlp``, ``hypermodel``, ...)."""
+        return models.get(self.family)
 
     @property
     def directions(self) -> list[str]:
@@ -227,8 +233,7 @@ class SearchSpace:
             params[name] = v
             return v
 
-        depth = value("model.depth")
-        model = _model_config(self.family, depth, value, self.specs)
+        model = self.model_family.resolve(_Draw(self.specs, value, trial))
         train = TrainConfig(
             epochs=value("train.epochs"),
             batch_size=value("train.batch_size"),
@@ -330,25 +335,22 @@ class SearchSpace:
         return "\n".join(lines)
 
 
-def _model_config(family: str, depth: int, value: Callable[..., Any], specs: Mapping[str, AnySpec]) -> ModelConfig:
-    def per_layer(path: str) -> tuple[Any, ...]:
-        if isinstance(specs[path], PerLayer):
-            return tuple(value(path, i) for i in range(1, depth + 1))
-        return (value(path),) * depth
+class _Draw:
+    """A family's view of one trial's values (:class:`tuning.models.Draw`): keys without ``model.``."""
 
-    width = per_layer("model.width")
-    if family == "cnn":
-        kernel_size = per_layer("model.kernel_size")
-        dense_units = value("model.dense_units")
-        dropout: tuple[float, ...] = (value("model.dropout"),)
-    else:
-        dropout = per_layer("model.dropout")
-    common = dict(activation=value("model.activation"), batch_norm=value("model.batch_norm"))
-    if family == "cnn":
-        return ModelConfig(family=family, depth=depth, width=width, dropout=dropout, kernel_size=kernel_size,
-                           dense_units=dense_units, padding=value("model.padding"),
-                           pool_size=value("model.pool_size"), **common)
-    return ModelConfig(family=family, depth=depth, width=width, dropout=dropout, **common)
+    def __init__(self, specs: Mapping[str, AnySpec], value: Callable[..., Any], trial: Any) -> None:
+        self.specs = specs
+        self.value = value
+        self.trial = trial
+
+    def __call__(self, key: str, layer: int | None = None) -> Any:
+        return self.value(f"model.{key}", layer)
+
+    def layers(self, key: str, depth: int) -> tuple[Any, ...]:
+        path = f"model.{key}"
+        if isinstance(self.specs[path], PerLayer):
+            return tuple(self.value(path, i) for i in range(1, depth + 1))
+        return (self.value(path),) * depth
 
 
 def _active(space: SearchSpace, params: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,107 @@
+"""The ``cnn`` family: ``depth`` blocks of (conv ``width[i]`` filters × ``kernel_size[i]``, optional batch norm,
+max-pool), flatten, a dense head of ``dense_units``, ``dropout``, softmax.
+
+The TensorFlow tutorial CNN (32 and 64 filters 5×5, dense 1024, dropout 0.5) is ``depth: 2, width: [32, 64],
+kernel_size: 5, dense_units: 1024, dropout: 0.5``.
+
+Example:
+    >>> from tuning.space import ModelConfig
+    >>> cfg = ModelConfig(family="cnn", depth=2, width=(32, 64), kernel_size=(5, 5), dense_units=1024,
+    ...                   dropout=(0.5,))
+    >>> FAMILY.check_buildable(cfg, (28, 28, 1))  # raises ConfigurationError when it cannot be built
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tuning.errors import ConfigurationError
+from tuning.models._family import Draw, Family
+from tuning.models._layers import classifier, normalize_and_drop
+from tuning.space._config import ModelConfig
+from tuning.space._schema import ACTIVATION, BATCH_NORM, Key
+
+if TYPE_CHECKING:
+    import keras
+
+    from tuning.space._config import Augmentation
+
+
+class CNNFamily(Family):
+    name = "cnn"
+    summary = "conv blocks with max-pooling, a dense head"
+    keys = {
+        "depth": Key("int", 2, low=1, doc="conv blocks; sampled first"),
+        "width": Key("int", 32, low=1, per_layer=True, doc="filters per conv block"),
+        "kernel_size": Key("int", 3, low=1, per_layer=True, noun="kernels", doc="conv kernel size"),
+        "dense_units": Key("int", 128, low=0, noun="a dense head", doc="units of the dense head; 0 = no head"),
+        "dropout": Key("float", 0.0, low=0, high=1, high_open=True,
+                       per_layer_hint="a cnn has one dropout (before the output layer); per-layer dropout is for "
+                                      "an mlp",
+                       doc="dropout rate, once before the output layer"),
+        "activation": ACTIVATION,
+        "batch_norm": BATCH_NORM,
+        "padding": Key("str", "same", choices=("same", "valid"), noun="padding", doc="conv padding"),
+        "pool_size": Key("int", 2, low=1, noun="pooling", doc="max-pool size after each conv block; 1 = no pooling"),
+    }
+
+    def resolve(self, draw: Draw) -> ModelConfig:
+        depth = draw("depth")
+        return ModelConfig(
+            family=self.name, depth=depth, width=draw.layers("width", depth),
+            kernel_size=draw.layers("kernel_size", depth), dense_units=draw("dense_units"),
+            dropout=(draw("dropout"),), activation=draw("activation"), batch_norm=draw("batch_norm"),
+            padding=draw("padding"), pool_size=draw("pool_size"),
+        )
+
+    def check_buildable(self, config: ModelConfig, input_shape: tuple[int, ...]) -> None:
+        """Every conv block (with ``padding: valid``) and pooling shrink the image: reject a configuration whose
+        image shrinks below one pixel, naming the block where it happens."""
+        if len(input_shape) != 3:
+            raise ConfigurationError(
+                f"a cnn needs images of shape (height, width, channels). Received input shape {input_shape}. "
+                "Fix: use family: mlp for flat vectors."
+            )
+        size = min(input_shape[0], input_shape[1])
+        for block in range(config.depth):
+            kernel = config.kernel_size[block]
+            if config.padding == "valid":
+                size -= kernel - 1
+                if size < 1:
+                    raise ConfigurationError(
+                        f"conv block {block + 1} (kernel {kernel}, padding valid) needs at least {kernel} pixels "
+                        f"but the image is {size + kernel - 1} pixels wide there "
+                        f"(depth {config.depth}, input {input_shape[0]}×{input_shape[1]})"
+                    )
+            if config.pool_size > 1:
+                if size < config.pool_size:
+                    raise ConfigurationError(
+                        f"too many pooling blocks for {input_shape[0]}×{input_shape[1]} inputs: block {block + 1} "
+                        f"pools a {size}×{size} image with pool size {config.pool_size} "
+                        f"(depth {config.depth}); lower model.depth or pool_size"
+                    )
+                size //= config.pool_size
+
+    def build(
+        self, config: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
+        augmentation: Augmentation | None = None,
+    ) -> keras.Model:
+        from keras import layers
+
+        def body(x: Any) -> Any:
+            for i in range(config.depth):
+                x = layers.Conv2D(config.width[i], config.kernel_size[i], padding=config.padding,
+                                  activation=config.activation)(x)
+                if config.batch_norm:
+                    x = layers.BatchNormalization()(x)
+                if config.pool_size > 1:
+                    x = layers.MaxPooling2D(config.pool_size)(x)
+            x = layers.Flatten()(x)
+            if config.dense_units:
+                x = layers.Dense(config.dense_units, activation=config.activation)(x)
+            return normalize_and_drop(x, config.activation, config.dropout[0] if config.dropout else 0.0, False)
+
+        return classifier(input_shape, num_classes, body, name=f"cnn_{config.depth}", augmentation=augmentation)
+
+
+FAMILY = CNNFamily()
