@@ -51,6 +51,7 @@ def run(
     storage: str | None = None,
     study_name: str | None = None,
     build_fn: BuildFn | None = None,
+    hypermodel: Any = None,
     data: Dataset | Sequence[Any] | Mapping[str, Any] | None = None,
     n_jobs: int | None = None,
     tracking: bool = True,
@@ -75,6 +76,8 @@ def run(
         storage: an Optuna RDB storage URL (default: ``study.storage``, else ``sqlite:///mlruns/optuna.db``).
         study_name: default ``study.name``.
         build_fn: your own ``build_fn(config) -> keras.Model``, used instead of the ``model`` section.
+        hypermodel: a KerasTuner ``build(hp)`` function or ``keras_tuner.HyperModel`` (for a space whose
+            ``model`` section is ``{family: hypermodel}``); its ``hp`` values are drawn by each Optuna trial.
         data: arrays ``(x_train, y_train, x_test, y_test)``, a mapping with those keys, or a
             :class:`tuning.data.Dataset`, used instead of the ``data`` section's data set.
         n_jobs: trials run at once in threads (default: ``study.n_jobs``).
@@ -104,6 +107,7 @@ def run(
     pruner = _study.make_pruner(space)
     _study.make_sampler(space, space.study.seed)  # checked now; seeded for this run once the study is loaded
     url = _study.resolve_storage_url(storage or space.study.storage)
+    hypermodel = _hypermodel_of(space, hypermodel, build_fn)
     dataset = _load_data(space, data)
     heartbeat = {
         "heartbeat_interval": heartbeat_interval or _study.HEARTBEAT_INTERVAL,
@@ -133,8 +137,9 @@ def run(
 
     observer = ObserverList(hooks)
     jobs = n_jobs or space.study.n_jobs
-    objective = _Objective(space, dataset, observer, build_fn, jobs)
-    guard = _FailureGuard(space.study.max_consecutive_failures)
+    objective = _Objective(space, dataset, observer, build_fn, jobs, hypermodel)
+    user_code = build_fn is not None or hypermodel is not None
+    guard = _FailureGuard(space.study.max_consecutive_failures, user_code=user_code)
     done = _count(study)
     interrupted = False
     observer.study_started(study, space)
@@ -168,6 +173,25 @@ def _count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
 
 
+def _hypermodel_of(space: SearchSpace, given: Any, build_fn: Any) -> Any:
+    """The study's KerasTuner hypermodel (``hypermodel=`` or ``model.hypermodel``), loaded; None for other families.
+
+    Raises:
+        UserInputError: a hypermodel for another family, both a hypermodel and a build_fn, none for a
+            ``hypermodel`` space, or one that cannot be loaded.
+    """
+    if space.family != "hypermodel":
+        if given is not None:
+            raise user_error("hypermodel= needs a space with model.family: hypermodel",
+                             received=f"model.family: {space.family}", fix="write model: {family: hypermodel}")
+        return None
+    if build_fn is not None:
+        raise user_error("pass either build_fn= or hypermodel=, not both", fix="keep hypermodel= for a build(hp)")
+    from tuning import hypermodel as bridge
+
+    return bridge.as_hypermodel(given) if given is not None else bridge.for_space(space)
+
+
 def _load_data(space: SearchSpace, data: Any) -> Dataset:
     from tuning import data as data_module
 
@@ -189,13 +213,15 @@ class _Objective:
     """Trains one trial's configuration and records what happened on the trial."""
 
     def __init__(
-        self, space: SearchSpace, data: Dataset, observer: StudyObserver, build_fn: BuildFn | None, n_jobs: int
+        self, space: SearchSpace, data: Dataset, observer: StudyObserver, build_fn: BuildFn | None, n_jobs: int,
+        hypermodel: Any = None,
     ) -> None:
         self.space = space
         self.n_jobs = n_jobs
         self.data = data
         self.observer = observer
         self.build_fn = build_fn
+        self.hypermodel = hypermodel
         self.metrics = [o.metric for o in space.objectives]
         # Optuna prunes single-objective studies only, on a metric Keras reports every epoch.
         single = len(self.metrics) == 1 and self.metrics[0] not in records.MEASURED_OBJECTIVES
@@ -210,9 +236,16 @@ class _Objective:
         trial.set_user_attr(records.SEED, seed)
         trial.set_user_attr(records.WORKER, _study.worker_id())
         self.observer.trial_started(trial, config)
+        build_fn, fit_fn = self.build_fn, None
+        if self.hypermodel is not None:
+            from tuning.hypermodel import OptunaHyperParameters
+
+            hp, hypermodel = OptunaHyperParameters(trial), self.hypermodel
+            build_fn = lambda _config: hypermodel.build(hp)  # noqa: E731
+            fit_fn = lambda model, *args, **kwargs: hypermodel.fit(hp, model, *args, **kwargs)  # noqa: E731
         try:
             result = train(
-                config, self.data, seed=seed, on_epoch=self._epoch_hook(trial), build_fn=self.build_fn,
+                config, self.data, seed=seed, on_epoch=self._epoch_hook(trial), build_fn=build_fn, fit_fn=fit_fn,
                 exclusive=self.n_jobs == 1,
             )
         except KeyboardInterrupt:
@@ -273,6 +306,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConfigurationError | NotLearningError):
         return f"cannot build this configuration: {exc}" if isinstance(exc, ConfigurationError) else str(exc)
     first = _message_line(str(exc))
+    if isinstance(exc, AttributeError) and "'TrialConfig' object has no attribute" in first:
+        return (f"{type(exc).__name__}: {first[:300]} (build_fn= receives the trial's TrialConfig; a KerasTuner "
+                "build(hp) goes to hypermodel= with model.family: hypermodel)")
     if "OOM" in first or isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
         return f"out of memory: {type(exc).__name__}: {first[:300]} (a smaller batch_size or width usually helps)"
     return f"{type(exc).__name__}: {first[:300]}"
@@ -297,8 +333,9 @@ def _message_line(text: str) -> str:
 class _FailureGuard:
     """Stops the study after ``limit`` failed trials in a row: by then the space itself is most likely wrong."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, user_code: bool = False) -> None:
         self.limit = limit
+        self.user_code = user_code
         self.failures: list[tuple[int, str]] = []
         self.tripped = False
         self._lock = threading.Lock()
@@ -318,6 +355,13 @@ class _FailureGuard:
 
     def message(self) -> str:
         reasons = "\n".join(f"  trial {n}: {r}" for n, r in self.failures[-self.limit :])
+        if self.user_code:
+            return (
+                f"{len(self.failures)} trials failed in a row, so the study stopped:\n{reasons}\n"
+                "The model comes from your own code (build_fn= or a hypermodel): the reasons above are its own "
+                "errors. Run it once by hand with the values of one of these trials and fix it. Raise "
+                "study.max_consecutive_failures to tolerate more."
+            )
         return (
             f"{len(self.failures)} trials failed in a row, so the study stopped:\n{reasons}\n"
             "The space most likely has a mistake: check the values these reasons point at (too many pooling "

@@ -145,7 +145,16 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     space = _load_space(args)
     _study.make_sampler(space, space.study.seed)
     _study.make_pruner(space)
-    console.print(space.describe(), markup=False, soft_wrap=True)
+    lines = [space.describe()]
+    if space.family == "hypermodel":  # import it and build it once with default values, as KerasTuner does
+        from tuning import hypermodel
+
+        reference = space.specs["model.hypermodel"].value  # type: ignore[union-attr]
+        hp = hypermodel.declared(hypermodel.for_space(space), reference)
+        lines.append(f"  hypermodel {reference}: built once with default values; it declares:")
+        lines.append("    " + hypermodel.describe_declared(hp).replace("\n", "\n    "))
+        lines += [f"  note: {note}" for note in hypermodel.check_enqueued(space.enqueued(), hp)]
+    console.print("\n".join(lines), markup=False, soft_wrap=True)
     console.print("OK: the space is valid.")
     return 0
 

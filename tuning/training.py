@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 EpochHook = Callable[[int, Mapping[str, float]], "str | None"]
 #: A user's own model builder: takes the trial's configuration, returns a Keras model (compiled or not).
 BuildFn = Callable[["TrialConfig"], "keras.Model"]
+#: Trains a built model: called as ``fit_fn(model, x, y, batch_size=..., epochs=..., validation_data=...,
+#: callbacks=..., verbose=0)`` (a KerasTuner ``HyperModel.fit``); returns a History, a dict of final metrics,
+#: a dict of final metrics (``{"val_accuracy": 0.98}``) or anything else (ignored: the epochs were reported).
+FitFn = Callable[..., Any]
 
 
 
@@ -111,10 +115,15 @@ def train(
     seed: int,
     on_epoch: EpochHook | None = None,
     build_fn: BuildFn | None = None,
+    fit_fn: FitFn | None = None,
     evaluate_test: bool = True,
     exclusive: bool = True,
 ) -> TrainResult:
     """Build and train one configuration on ``data``; see the module docstring.
+
+    A model compiled by ``build_fn`` keeps its own optimizer and loss; an uncompiled one is compiled from
+    ``config.train``. A model compiled with ``categorical_crossentropy`` (as KerasTuner's ``HyperXception`` and
+    ``HyperResNet`` are) gets one-hot labels.
 
     Raises:
         ConfigurationError: the configuration cannot be built (the trial fails with this reason).
@@ -139,8 +148,11 @@ def train(
         )
     watch = EpochWatch(config.train, data.chance_accuracy, on_epoch)
     x_train, y_train, x_val, y_val, x_test, y_test = _as_tensors(data)
+    if _wants_one_hot(model):
+        y_train, y_val, y_test = (keras.ops.one_hot(y, data.num_classes) for y in (y_train, y_val, y_test))
     start = time.perf_counter()
-    model.fit(
+    returned = (fit_fn or _fit)(
+        model,
         x_train,
         y_train,
         batch_size=config.train.batch_size,
@@ -149,11 +161,12 @@ def train(
         callbacks=[watch, *_early_stopping(config.train)],
         verbose=0,
     )
+    history = watch.history or _returned_metrics(returned)
     result = TrainResult(
         state=watch.state,
         model=model,
-        history=watch.history,
-        epochs=len(watch.history.get("loss", [])),
+        history=history,
+        epochs=len(watch.history.get("loss", [])) or (1 if history else 0),
         train_seconds=time.perf_counter() - start,
         param_count=int(model.count_params()),
         reason=watch.reason,
@@ -165,6 +178,24 @@ def train(
         if "accuracy" in logs:
             result.test_accuracy = float(logs["accuracy"])
     return result
+
+
+def _fit(model: Any, *args: Any, **kwargs: Any) -> Any:
+    return model.fit(*args, **kwargs)
+
+
+def _wants_one_hot(model: Any) -> bool:
+    """Whether ``model`` was compiled with a categorical (one-hot) cross-entropy instead of the sparse one."""
+    loss = getattr(model, "loss", None)
+    name = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", "")
+    return name == "categorical_crossentropy"
+
+
+def _returned_metrics(returned: Any) -> dict[str, list[float]]:
+    """Final metrics a custom ``HyperModel.fit`` returned as a dict without training through Keras's epochs."""
+    if isinstance(returned, Mapping):
+        return {str(k): [float(v)] for k, v in returned.items() if isinstance(v, int | float)}
+    return {}
 
 
 #: ``id(dataset)`` → its six arrays as tensors; an entry lives as long as its dataset.

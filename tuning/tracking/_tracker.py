@@ -108,6 +108,7 @@ class MlflowTracker(StudyObserver):
         self._best: list[float | None] = []
         self._counts = {COMPLETE: 0, PRUNED: 0, FAILED: 0}
         self._runs: dict[int, Future[str]] = {}
+        self._logged_params: dict[int, set[str]] = {}  # trial number → parameter names already on its run
         self._tmpdir: str | None = None
         self._parent_described = False
 
@@ -198,6 +199,7 @@ class MlflowTracker(StudyObserver):
         run = self._runs.get(trial.number)
         if run is None:
             return
+        self._log_new_params(trial, run)
         stamp = int(time.time() * 1000)
         points = [(key, float(value)) for key, value in logs.items() if _is_number(value)]
         self._worker.submit(f"log epoch {epoch} of trial {trial.number}", self._log_epoch, run, points, stamp, epoch)
@@ -211,6 +213,9 @@ class MlflowTracker(StudyObserver):
             run = self._start_run(trial)
             with self._lock:
                 self._runs.pop(trial.number, None)
+        self._log_new_params(trial, run)
+        with self._lock:
+            self._logged_params.pop(trial.number, None)
         # The run id must be on the trial before Optuna records it: normally created long ago.
         try:
             run_id = run.result()
@@ -396,18 +401,36 @@ class MlflowTracker(StudyObserver):
             client.delete_run(mine.run_id)
         return oldest.run_id
 
+    def _log_new_params(self, trial: optuna.Trial, run: Future[str]) -> None:
+        """Log the parameters drawn since the run was created: a hypermodel draws its own while it builds."""
+        params = trial.params
+        with self._lock:
+            logged = self._logged_params.setdefault(trial.number, set())
+            new = {k: v for k, v in params.items() if k not in logged}
+            logged.update(new)
+        if new:
+            self._worker.submit(f"log the parameters of trial {trial.number}", self._log_params, run, new)
+
+    def _log_params(self, run: Future[str], params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        if not (run.done() and run.exception() is None):  # creating the run failed (logged)
+            return
+        items = [Param(key, self._safe(value)) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self._client.log_batch(run.result(), params=items[start : start + 100])  # type: ignore[union-attr]
+
     def _start_run(self, trial: optuna.Trial) -> Future[str]:
         """Create the trial's run in the worker; the future gives its id (set on the trial as well)."""
         run: Future[str] = Future()
+        params = dict(trial.params)
         with self._lock:
             self._runs[trial.number] = run
-        params = dict(trial.params)
+            self._logged_params[trial.number] = set(params)
         self._worker.submit(f"create the run of trial {trial.number}", self._create_trial_run, trial, params, run)
         return run
 
     def _create_trial_run(self, trial: optuna.Trial, params: Mapping[str, Any], run: Future[str]) -> None:
-        from mlflow.entities import Param
-
         assert self._client is not None and self._study is not None
         tags = {
             PARENT_TAG: self._parent_id,
@@ -424,9 +447,7 @@ class MlflowTracker(StudyObserver):
             run.set_exception(exc)
             raise
         run.set_result(run_id)
-        items = [Param(key, self._safe(value)) for key, value in params.items()]
-        for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            self._client.log_batch(run_id, params=items[start : start + 100])
+        self._log_params(run, params)
 
     def _seed_from_storage(self, study: optuna.Study) -> None:
         """Counts and best values of the trials a resumed study already holds."""
