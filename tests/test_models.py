@@ -5,6 +5,7 @@ Builds real Keras models (no training except the build_fn test, which trains one
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,30 @@ def test_build_fn_escape_hatch(mnist_dir: str | None) -> None:
     assert result.model.optimizer.__class__.__name__ == "Adam"
     assert np.isclose(float(result.model.optimizer.learning_rate), 0.003)
     assert result.test_accuracy is not None and 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_the_new_family_recipe_in_the_docs_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import sys
+    import types
+
+    from tuning import models
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "families.md").read_text(encoding="utf-8")
+    code = textwrap.dedent(re.search(r"```python\n(.*?)```", doc, re.S)[1])
+    module = types.ModuleType("tuning_models_resnet")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(code, "docs/families.md", "exec"), module.__dict__)
+    monkeypatch.setattr(models, "_FAMILIES", dict(models._FAMILIES))  # the registration ends with the test
+    models.register(module.FAMILY)
+    space = SearchSpace.from_dict({"model": {"family": "resnet", "depth": {"low": 1, "high": 4},
+                                             "width": {"per_layer": [16, 32, 64]}}, "train": {"epochs": 1}})
+    assert list(space.distributions()) == ["model.depth", "model.width.1", "model.width.2", "model.width.3",
+                                           "model.width.4"]
+    cfg = space.config_from_params({"model.depth": 2, "model.width.1": 16, "model.width.2": 64}).model
+    assert (cfg.family, cfg.depth, cfg.width) == ("resnet", 2, (16, 64))
+    model = build_model(cfg, MNIST, 10)
+    assert sorted(layer.filters for layer in layers_of(model, "Conv2D")) == [16, 16, 64, 64]
+    assert model.output_shape == (None, 10)
+    with pytest.raises(Exception, match="only a cnn has kernels; family is resnet"):
+        SearchSpace.from_dict({"model": {"family": "resnet", "kernel_size": 3}, "train": {"epochs": 1}})

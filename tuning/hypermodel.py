@@ -116,7 +116,7 @@ def to_distribution(hp: Any) -> BaseDistribution:
                                    step=1 if log else int(step))
         if step is not None:
             n = math.floor((high - low) / step + 1e-9)
-            return FloatDistribution(float(low), float(low + n * step), step=float(step))
+            return FloatDistribution(float(low), float(f"{low + n * step:.12g}"), step=float(step))
         return FloatDistribution(float(low), float(high), log=log)
     raise TypeError(f"unsupported KerasTuner hyperparameter {type(hp).__name__} ({getattr(hp, 'name', hp)!r})")
 
