@@ -155,3 +155,57 @@ def test_the_new_family_recipe_in_the_docs_works(monkeypatch: pytest.MonkeyPatch
     assert model.output_shape == (None, 10)
     with pytest.raises(Exception, match="only a cnn has kernels; family is resnet"):
         SearchSpace.from_dict({"model": {"family": "resnet", "kernel_size": 3}, "train": {"epochs": 1}})
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(family="cnn", depth=2, width=(32, 64), kernel_size=(5, 5), dense_units=1024, dropout=(0.5,)),
+        ModelConfig(family="cnn", depth=3, width=(8, 16, 4), kernel_size=(3, 5, 3), padding="valid",
+                    batch_norm=True, dense_units=0),
+        ModelConfig(family="cnn", depth=1, width=(8,), kernel_size=(3,), pool_size=1, dense_units=16),
+        ModelConfig(family="mlp", depth=3, width=(50, 20, 7), dropout=(0.0, 0.0, 0.0), batch_norm=True),
+    ],
+)
+def test_parameter_counts_are_known_before_building(cfg: ModelConfig) -> None:
+    from tuning import models
+
+    assert models.get(cfg.family).count_params(cfg, MNIST, 10) == build_model(cfg, MNIST, 10).count_params()
+
+
+@pytest.mark.slow
+def test_a_trial_too_large_to_build_fails_with_its_reason_and_the_study_goes_on(workdir: Path) -> None:
+    from conftest import tiny_space
+
+    import tuning
+
+    space = tiny_space(model={"depth": 3, "width": {"per_layer": [16, 60_000]}}, train={"epochs": 1},
+                       study={"n_trials": 2, "enqueue": [{"model.width": [60_000, 60_000, 16]}]})
+    study = tuning.run(space, tracking=False)
+    states = {t.number: (t.state.name, t.user_attrs.get("reason", "")) for t in study.trials}
+    huge = [reason for state, reason in states.values() if state == "FAIL"]
+    assert huge and all("parameters, more than the 100,000,000 a trial may build" in r for r in huge)
+    assert sum(state == "COMPLETE" for state, _ in states.values()) == 2
+
+
+def test_a_model_too_large_to_build_fails_before_keras_allocates_it() -> None:
+    huge = ModelConfig(family="mlp", depth=3, width=(60_000, 60_000, 7), dropout=(0.0, 0.0, 0.0))
+    with pytest.raises(ConfigurationError, match=r"3,647,580,087 parameters, more than the 100,000,000"):
+        build_model(huge, MNIST, 10)
+
+
+@pytest.mark.parametrize(
+    ("space", "assignment", "message"),
+    [
+        ("mnist_cnn.yaml", "model.kernel_size=200", "model.kernel_size: must be an integer in [1, 64]"),
+        ("mnist_mlp.yaml", "model.depth=1000000000", "model.depth: must be an integer in [1, 100]"),
+        ("mnist_cnn.yaml", "model.width={per_layer: [16, 100000]}",
+         "model.width.per_layer[1]: must be an integer in [1, 8192]"),
+    ],
+)
+def test_absurd_sizes_are_refused_by_validate(space: str, assignment: str, message: str,
+                                              capsys: pytest.CaptureFixture) -> None:
+    from tuning.cli import main
+
+    assert main(["validate", str(SPACES / space), "--set", assignment]) == 2
+    assert message in capsys.readouterr().err

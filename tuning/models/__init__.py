@@ -25,9 +25,13 @@ if TYPE_CHECKING:
 
     from tuning.space._config import Augmentation
 
-__all__ = ["BUILT_IN", "Draw", "Family", "build_model", "check_buildable", "get", "names", "register"]
+__all__ = ["BUILT_IN", "MAX_PARAMS", "Draw", "Family", "build_model", "check_buildable", "get", "names", "register"]
 
 _FAMILIES: dict[str, Family] = {}
+
+#: The largest model a trial may build: 100 million parameters are 0.4 GB of float32 weights, and about 1.6 GB
+#: with their gradients and Adam's two moments. A larger configuration fails its trial before Keras allocates it.
+MAX_PARAMS = 100_000_000
 
 
 def register(family: Family) -> Family:
@@ -61,12 +65,22 @@ def check_buildable(config: Any, input_shape: tuple[int, ...]) -> None:
     _family_of(config).check_buildable(config, input_shape)
 
 
+def _check_size(family: Family, config: Any, input_shape: tuple[int, ...], num_classes: int) -> None:
+    count = family.count_params(config, input_shape, num_classes)
+    if count is not None and count > MAX_PARAMS:
+        raise ConfigurationError(
+            f"the model would have {count:,} parameters, more than the {MAX_PARAMS:,} a trial may build "
+            f"(about {count * 16 / 1e9:.1f} GB with gradients and optimizer state); lower model.depth or the widths"
+        )
+
+
 def build_model(
     config: Any, input_shape: tuple[int, ...], num_classes: int, augmentation: Augmentation | None = None
 ) -> keras.Model:
     """Build (not compile) the model of ``config`` (a family's resolved configuration, e.g. ``ModelConfig``)."""
     family = _family_of(config)
     family.check_buildable(config, input_shape)
+    _check_size(family, config, input_shape, num_classes)
     return family.build(config, input_shape, num_classes, augmentation)
 
 

@@ -62,6 +62,14 @@ class Family:
     def check_buildable(self, config: Any, input_shape: tuple[int, ...]) -> None:
         """Raise :class:`~tuning.errors.ConfigurationError` if ``config`` cannot be built for ``input_shape``."""
 
+    def count_params(self, config: Any, input_shape: tuple[int, ...], num_classes: int) -> int | None:
+        """The model's parameter count, computed without building it (``None`` when the family cannot tell).
+
+        :func:`tuning.models.build_model` refuses a configuration above :data:`tuning.models.MAX_PARAMS`
+        before Keras allocates anything, so an absurd width or depth fails its trial instead of the process.
+        """
+        return None
+
     def build(
         self, config: Any, input_shape: tuple[int, ...], num_classes: int, augmentation: Augmentation | None = None
     ) -> keras.Model:

@@ -31,10 +31,12 @@ class CNNFamily(Family):
     name = "cnn"
     summary = "conv blocks with max-pooling, a dense head"
     keys = {
-        "depth": Key("int", 2, low=1, doc="conv blocks; sampled first"),
-        "width": Key("int", 32, low=1, per_layer=True, doc="filters per conv block"),
-        "kernel_size": Key("int", 3, low=1, per_layer=True, noun="kernels", doc="conv kernel size"),
-        "dense_units": Key("int", 128, low=0, noun="a dense head", doc="units of the dense head; 0 = no head"),
+        "depth": Key("int", 2, low=1, high=32, doc="conv blocks; sampled first"),
+        "width": Key("int", 32, low=1, high=8192, per_layer=True, doc="filters per conv block"),
+        # TensorFlow aborts the whole process on a 200×200 kernel over 28×28 inputs; 64 trains (measured).
+        "kernel_size": Key("int", 3, low=1, high=64, per_layer=True, noun="kernels", doc="conv kernel size"),
+        "dense_units": Key("int", 128, low=0, high=65536, noun="a dense head",
+                           doc="units of the dense head; 0 = no head"),
         "dropout": Key("float", 0.0, low=0, high=1, high_open=True,
                        per_layer_hint="a cnn has one dropout (before the output layer); per-layer dropout is for "
                                       "an mlp",
@@ -42,7 +44,8 @@ class CNNFamily(Family):
         "activation": ACTIVATION,
         "batch_norm": BATCH_NORM,
         "padding": Key("str", "same", choices=("same", "valid"), noun="padding", doc="conv padding"),
-        "pool_size": Key("int", 2, low=1, noun="pooling", doc="max-pool size after each conv block; 1 = no pooling"),
+        "pool_size": Key("int", 2, low=1, high=64, noun="pooling",
+                         doc="max-pool size after each conv block; 1 = no pooling"),
     }
 
     def resolve(self, draw: Draw) -> ModelConfig:
@@ -81,6 +84,23 @@ class CNNFamily(Family):
                         f"(depth {config.depth}); lower model.depth or pool_size"
                     )
                 size //= config.pool_size
+
+    def count_params(self, config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> int:
+        height, width, channels = input_shape
+        count = 0
+        for block in range(config.depth):
+            kernel, filters = config.kernel_size[block], config.width[block]
+            count += (kernel * kernel * channels + 1) * filters + (4 * filters if config.batch_norm else 0)
+            if config.padding == "valid":
+                height, width = height - kernel + 1, width - kernel + 1
+            if config.pool_size > 1:
+                height, width = height // config.pool_size, width // config.pool_size
+            channels = filters
+        fan_in = max(height, 1) * max(width, 1) * channels
+        if config.dense_units:
+            count += (fan_in + 1) * config.dense_units
+            fan_in = config.dense_units
+        return count + (fan_in + 1) * num_classes
 
     def build(
         self, config: ModelConfig, input_shape: tuple[int, ...], num_classes: int,

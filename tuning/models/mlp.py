@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from tuning.models._family import Draw, Family
@@ -26,8 +27,8 @@ class MLPFamily(Family):
     name = "mlp"
     summary = "dense layers on the flattened input"
     keys = {
-        "depth": Key("int", 1, low=1, doc="hidden dense layers; sampled first"),
-        "width": Key("int", 128, low=1, per_layer=True, doc="units per hidden layer"),
+        "depth": Key("int", 1, low=1, high=100, doc="hidden dense layers; sampled first"),
+        "width": Key("int", 128, low=1, high=65536, per_layer=True, doc="units per hidden layer"),
         "dropout": Key("float", 0.0, low=0, high=1, high_open=True, per_layer=True,
                        doc="dropout rate after each hidden layer"),
         "activation": ACTIVATION,
@@ -39,6 +40,13 @@ class MLPFamily(Family):
         return ModelConfig(family=self.name, depth=depth, width=draw.layers("width", depth),
                            dropout=draw.layers("dropout", depth), activation=draw("activation"),
                            batch_norm=draw("batch_norm"))
+
+    def count_params(self, config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> int:
+        fan_in, count = math.prod(input_shape), 0
+        for units in config.width[: config.depth]:
+            count += (fan_in + 1) * units + (4 * units if config.batch_norm else 0)
+            fan_in = units
+        return count + (fan_in + 1) * num_classes
 
     def build(
         self, config: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
