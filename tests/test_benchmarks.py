@@ -1,4 +1,5 @@
-"""The overhead benchmark runs end to end on real MNIST and prints its ratios (one model per side, tracking on/off).
+"""The benchmarks run end to end on real MNIST and print their ratios (overhead: one model per side, tracking on/off;
+time to accuracy: one seed, a short budget).
 
 The figures themselves are not checked (a shared machine is noisy: speed is measured, not asserted); what a
 user relies on is that the script runs, trains both sides and prints the ratios against the goal.
@@ -32,3 +33,20 @@ def test_bench_overhead_prints_the_ratio_toolkit_over_bare(mnist_dir: str | None
         summary += r".*\[(ok|above the 1\.03 goal)\]"
         assert re.search(summary, done.stdout), done.stdout
     assert not list(tmp_path.iterdir())  # its storage and tracking files went to a temporary folder
+
+
+def test_bench_time_to_accuracy_interleaves_contenders_and_prints_the_ratio(
+    mnist_dir: str | None, tmp_path: Path
+) -> None:
+    command = [sys.executable, str(ROOT / "scripts" / "bench_time_to_accuracy.py"), "--budget", "20",
+               "--seeds", "0", "--contenders", "toolkit,kt_hyperband"]
+    if mnist_dir:
+        command += ["--data-dir", mnist_dir]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=subprocess_env(mnist_dir, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("toolkit", "kt_hyperband"):  # each ran for its budget and reported trials, epochs, best accuracy
+        assert re.search(rf"^{name} +0 +\d+ +\d+ +[01]\.\d{{4}}", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^median ratio of seconds to 98% \(toolkit / kt_hyperband\): \d+\.\d\d", done.stdout,
+                     re.MULTILINE), done.stdout
+    assert not list(tmp_path.iterdir())  # studies and KerasTuner folders went to temporary folders
