@@ -161,3 +161,25 @@ def test_a_trial_retrains_from_its_params(workdir: Path) -> None:
     config = space.suggest(optuna.trial.FixedTrial(trial.params))
     result = train(config, data.load_spec(space.data), seed=trial.user_attrs[records.SEED])
     assert result.history["val_accuracy"] == trial.user_attrs[records.HISTORY]["val_accuracy"]
+
+
+@pytest.mark.slow
+def test_the_time_budget_stops_the_running_trial_at_an_epoch_end(workdir: Path) -> None:
+    space = tiny_space(data={"train_size": 3000}, train={"epochs": 4}, study={"n_trials": 5, "timeout": 0.5})
+    study = tuning.run(space, tracking=False)
+    assert len(study.trials) == 1  # no trial starts after the budget
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["reason"] == "stopped at epoch 1: the study's time budget ran out"
+    assert trial.user_attrs["epochs"] == 1 and list(trial.intermediate_values) == [1]
+
+
+def test_hyperband_takes_its_resource_from_the_epochs() -> None:
+    from tuning import _study
+
+    space = tuning.SearchSpace.from_dict(tiny_space(train={"epochs": {"low": 2, "high": 9}},
+                                                    study={"pruner": "hyperband"}))
+    pruner = _study.make_pruner(space)
+    assert (pruner._min_resource, pruner._max_resource) == (1, 9)
+    pinned = space.with_overrides(["study.pruner={type: hyperband, max_resource: 27}"])
+    assert _study.make_pruner(pinned)._max_resource == 27

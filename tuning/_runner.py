@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,8 @@ def run(
     Args:
         space: a :class:`SearchSpace`, a dict of the same structure, or the path of a YAML file.
         n_trials: the study's total of complete and pruned trials (default: ``study.n_trials``).
-        timeout: stop starting new trials after this many seconds (default: ``study.timeout``).
+        timeout: the study's budget in seconds (default: ``study.timeout``): no trial starts after it, and the
+            trial running when it passes stops at its next epoch's end, recorded as pruned at the budget.
         storage: an Optuna RDB storage URL (default: ``study.storage``, else ``sqlite:///mlruns/optuna.db``).
         study_name: default ``study.name``.
         build_fn: your own ``build_fn(config) -> keras.Model``, used instead of the ``model`` section.
@@ -137,6 +139,7 @@ def run(
 
     observer = ObserverList(hooks)
     jobs = n_jobs or space.study.n_jobs
+    budget = timeout if timeout is not None else space.study.timeout
     objective = _Objective(space, dataset, observer, build_fn, jobs, hypermodel)
     user_code = build_fn is not None or hypermodel is not None
     guard = _FailureGuard(space.study.max_consecutive_failures, user_code=user_code)
@@ -146,11 +149,15 @@ def run(
     try:
         if done < target:
             _signalled.clear()
+            from tuning._keras import import_keras
+
+            import_keras()  # before the budget's and the first trial's clocks, not inside them
+            objective.deadline = None if budget is None else time.monotonic() + budget
             with _on_signals(_raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
                 study.optimize(
                     objective,
                     n_trials=None,
-                    timeout=timeout if timeout is not None else space.study.timeout,
+                    timeout=budget,
                     n_jobs=jobs,
                     catch=(Exception,),
                     callbacks=[
@@ -217,6 +224,7 @@ class _Objective:
         hypermodel: Any = None,
     ) -> None:
         self.space = space
+        self.deadline: float | None = None  # time.monotonic() at which the study's budget runs out
         self.n_jobs = n_jobs
         self.data = data
         self.observer = observer
@@ -281,10 +289,13 @@ class _Objective:
         def on_epoch(epoch: int, logs: Mapping[str, float]) -> str | None:
             _stop_if_signalled()
             self.observer.epoch_ended(trial, epoch, logs)
+            if self.reported is not None and self.reported in logs:
+                trial.report(logs[self.reported], epoch)
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                return f"stopped at epoch {epoch}: the study's time budget ran out"
             if self.reported is None or self.reported not in logs:
                 return None
             value = logs[self.reported]
-            trial.report(value, epoch)
             if trial.should_prune():
                 return f"pruned by the {self.pruner_name} pruner at epoch {epoch} ({self.reported} {value:.4f})"
             return None

@@ -142,12 +142,28 @@ def make_sampler(space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSa
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
-    """The pruner named in ``study.pruner`` with its options (``patient`` wraps the pruner in ``wrapped``)."""
-    return _make_pruner(dict(space.study.pruner), "study.pruner")
+    """The pruner named in ``study.pruner`` with its options (``patient`` wraps the pruner in ``wrapped``).
+
+    Epochs are the resource of ``hyperband`` and ``successive_halving``: unless the space sets them, their
+    ``max_resource`` is the largest ``train.epochs`` (Optuna's ``"auto"`` would wait for a first trial to train
+    every epoch before pruning anything) and ``min_resource`` is 1 epoch.
+    """
+    return _make_pruner(dict(space.study.pruner), "study.pruner", _max_epochs(space))
 
 
-def _make_pruner(spec: dict[str, Any], path: str) -> optuna.pruners.BasePruner:
+def _max_epochs(space: SearchSpace) -> int | None:
+    from tuning.space._parse import largest_value
+
+    return largest_value(space.specs.get("train.epochs"))
+
+
+def _make_pruner(spec: dict[str, Any], path: str, max_epochs: int | None = None) -> optuna.pruners.BasePruner:
     kind = spec.pop("type")
+    if kind == "hyperband" and max_epochs:
+        spec.setdefault("min_resource", 1)
+        spec.setdefault("max_resource", max_epochs)
+    if kind == "successive_halving":
+        spec.setdefault("min_resource", 1)
     if kind not in _PRUNERS:
         raise SpaceError(path, "unknown pruner", received=kind, fix=f"use one of {', '.join(_PRUNERS)}")
     cls = getattr(optuna.pruners, _PRUNERS[kind])
@@ -155,7 +171,7 @@ def _make_pruner(spec: dict[str, Any], path: str) -> optuna.pruners.BasePruner:
         wrapped = spec.pop("wrapped", None)
         if isinstance(wrapped, str):
             wrapped = {"type": wrapped}
-        spec["wrapped_pruner"] = _make_pruner(dict(wrapped), f"{path}.wrapped") if wrapped else None
+        spec["wrapped_pruner"] = _make_pruner(dict(wrapped), f"{path}.wrapped", max_epochs) if wrapped else None
         spec.setdefault("patience", 1)
     return _construct(cls, spec, path, kind)
 

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run or resume the study a space file describes")
     run.add_argument("space", help="search-space YAML file")
     run.add_argument("--n-trials", type=int, help="total complete+pruned trials of the study (default: study.n_trials)")
-    run.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    run.add_argument("--timeout", type=float, help="the study's budget in seconds: no trial starts after it, "
+                     "and the running trial stops at its next epoch end")
     _storage_option(run)
     run.add_argument("--study-name", help="default: study.name, else the space file's name")
     _set_option(run)

@@ -176,7 +176,9 @@ def scalar(key: S.Key, value: Any, path: str, errs: _Errors) -> Any:
     return number
 
 
-def _max_depth(spec: AnySpec | None) -> int | None:
+def largest_value(spec: AnySpec | None) -> int | None:
+    """The largest value an integer key can take: ``model.depth`` bounds per-layer keys, ``train.epochs`` a
+    pruner's resource. ``None`` for a missing or per-layer spec."""
     if isinstance(spec, Fixed):
         return spec.value
     if isinstance(spec, Searched):
@@ -437,7 +439,7 @@ def _train(d: Mapping[str, Any], errs: _Errors, broken: set[str]) -> dict[str, A
 
 
 def _check_layers(specs: dict[str, AnySpec], errs: _Errors) -> None:
-    deepest = _max_depth(specs.get("model.depth"))
+    deepest = largest_value(specs.get("model.depth"))
     if deepest is None:
         return
     for path, s in specs.items():
@@ -552,7 +554,7 @@ def _enqueue(raw: Any, specs: dict[str, AnySpec], keys: Mapping[str, S.Key], bro
         return ()
     names = list(parameter_names(specs)) + [p for p, s in specs.items() if not isinstance(s, Fixed)]
     depth_spec = specs.get("model.depth")
-    deepest = _max_depth(depth_spec)
+    deepest = largest_value(depth_spec)
     out: list[dict[str, Any]] = []
     for k, entry in enumerate(raw):
         base = f"study.enqueue[{k}]"
@@ -657,7 +659,7 @@ def _one(params: dict[str, Any], name: str, value: Any, s: AnySpec, key: S.Key, 
 
 def parameter_names(specs: Mapping[str, AnySpec]) -> dict[str, Searched]:
     """Every Optuna parameter the space can produce, by name (per-layer up to the deepest model), in order."""
-    deepest = _max_depth(specs.get("model.depth")) or 0
+    deepest = largest_value(specs.get("model.depth")) or 0
     out: dict[str, Searched] = {}
     for path, s in specs.items():
         if isinstance(s, Searched):

@@ -124,7 +124,8 @@ STUDY: dict[str, Key] = {
     # "sampler", "pruner", "enqueue" have their own shapes: see _parse.
     "n_trials": Key("int", 20, low=1, searchable=False, doc="trials to run"),
     "timeout": Key("float", None, low=0, low_open=True, searchable=False, nullable=True,
-                   doc="stop starting trials after this many seconds; null = no limit"),
+                   doc="the study's budget in seconds: no trial starts after it, the running trial stops at its "
+                       "next epoch end; null = no limit"),
     "seed": Key("int", 0, searchable=False, nullable=True, doc="sampler seed; null = random"),
     "n_jobs": Key("int", 1, low=1, searchable=False, doc="trials run side by side in threads"),
     "max_consecutive_failures": Key("int", 5, low=1, searchable=False,

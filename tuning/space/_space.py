@@ -279,7 +279,7 @@ class SearchSpace:
             space tuning: mlp, 0 parameters, objective val_accuracy (maximize)
             ...
         """
-        deepest = _parse._max_depth(self.specs.get("model.depth")) or 1
+        deepest = _parse.largest_value(self.specs.get("model.depth")) or 1
         rows: list[tuple[str, str, str]] = []
         fixed: list[str] = []
         for path, s in self.specs.items():
@@ -355,7 +355,7 @@ class _Draw:
 
 def _active(space: SearchSpace, params: Mapping[str, Any]) -> list[str]:
     """The parameter names a trial with ``params`` would sample (per-layer ones up to its depth)."""
-    depth = params.get("model.depth", _parse._max_depth(space.specs.get("model.depth")))
+    depth = params.get("model.depth", _parse.largest_value(space.specs.get("model.depth")))
     names = []
     for name in space.distributions():
         layer = name.rsplit(".", 1)[-1]
