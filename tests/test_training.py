@@ -6,8 +6,10 @@ Real Keras training, 1-3 epochs on 300 images (about a second per trial after Te
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+from conftest import tiny_space
 
 from tuning import data
 from tuning.errors import ConfigurationError
@@ -122,3 +124,28 @@ def test_early_stopping_and_unknown_metric(mnist: data.Dataset) -> None:
     assert result.state == "complete" and result.epochs < 5  # val_loss cannot improve with learning rate 0
     with pytest.raises(ConfigurationError, match="no metric 'val_auc'"):
         TrainResult("complete", None, history={"loss": [1.0]}).metric("val_auc")
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tensorflow as tf
+
+    from tuning import _precision
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU decides auto precision on this machine")
+    for flags, expected in (({"avx512f", "amx_bf16"}, "mixed_bfloat16"), ({"avx512f", "avx512_bf16"}, "float32")):
+        _precision._detect.cache_clear()
+        monkeypatch.setattr(_precision, "_cpu_flags", lambda flags=flags: flags)
+        policy, why = _precision.resolve("auto")
+        assert policy == expected and why.startswith("auto: ")
+    _precision._detect.cache_clear()
+    assert _precision.resolve("mixed_float16") == ("mixed_float16", "as set in train.precision")
+
+
+@pytest.mark.slow
+def test_the_precision_a_trial_trained_with_is_recorded(workdir: Path) -> None:
+    import tuning
+    from tuning import _precision
+
+    study = tuning.run(tiny_space(train={"precision": "auto", "epochs": 1}, study={"n_trials": 1}), tracking=False)
+    assert study.trials[0].user_attrs["precision"] == _precision.resolve("auto")[0]

@@ -269,6 +269,7 @@ class _Objective:
             records.TRAIN_SECONDS: round(result.train_seconds, 3),
             records.PARAM_COUNT: result.param_count,
             records.HISTORY: result.history,
+            records.PRECISION: result.precision,
         }
         if result.test_accuracy is not None:
             attrs[records.TEST_ACCURACY] = result.test_accuracy

@@ -16,6 +16,7 @@ Trial user attributes (``trial.user_attrs``):
 ``reason``             why a trial was pruned or failed, in one sentence
 ``mlflow_run_id``      the MLflow run of this trial, when tracking is on
 ``seed``               the seed this trial's training used
+``precision``          the Keras dtype policy it trained with (``train.precision: auto`` resolved)
 =====================  ==========================================================================
 
 Study user attributes (``study.user_attrs``):
@@ -44,6 +45,7 @@ TEST_ACCURACY = "test_accuracy"
 REASON = "reason"
 MLFLOW_RUN_ID = "mlflow_run_id"
 SEED = "seed"
+PRECISION = "precision"
 WORKER = "worker"
 
 # Study user attributes.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuning._keras import import_keras
+from tuning._precision import resolve as resolve_precision
 from tuning.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class TrainResult:
     param_count: int = 0
     reason: str | None = None
     test_accuracy: float | None = None
+    precision: str = "float32"  # the Keras dtype policy it trained with (``auto`` resolved)
 
     def metric(self, name: str) -> float:
         """The final value of an objective metric: a Keras metric of the last epoch, ``params`` or ``train_seconds``."""
@@ -135,7 +137,8 @@ def train(
 
     release_memory(clear_session=exclusive)
     keras.utils.set_random_seed(seed)
-    keras.mixed_precision.set_dtype_policy(config.train.precision)
+    precision = resolve_precision(config.train.precision)[0]
+    keras.mixed_precision.set_dtype_policy(precision)
     if build_fn is not None:
         model = build_fn(config)
     else:
@@ -170,6 +173,7 @@ def train(
         train_seconds=time.perf_counter() - start,
         param_count=int(model.count_params()),
         reason=watch.reason,
+        precision=precision,
     )
     if result.state == "complete" and evaluate_test and len(data.x_test):
         logs = model.evaluate(

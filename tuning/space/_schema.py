@@ -72,7 +72,7 @@ def _num(x: float) -> str:
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "npz")
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "tanh", "sigmoid", "swish", "leaky_relu", "softplus")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "params", "train_seconds")
 DIRECTIONS = ("maximize", "minimize")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
@@ -111,7 +111,9 @@ TRAIN: dict[str, Key] = {
     "learning_rate": Key("float", 1e-3, low=0, low_open=True, doc="learning rate"),
     "momentum": Key("float", 0.0, low=0, high=1, high_open=True, doc="momentum (sgd, rmsprop only)"),
     # "augmentation" is a nested section: see AUGMENTATION.
-    "precision": Key("str", "float32", choices=PRECISIONS, searchable=False, doc="Keras dtype policy"),
+    "precision": Key("str", "float32", choices=PRECISIONS, searchable=False,
+                     doc="Keras dtype policy; auto = mixed_bfloat16 on AMX CPUs and bf16 GPUs, mixed_float16 on "
+                         "older GPUs, float32 otherwise"),
     "chance_epochs": Key("int", 2, low=0, searchable=False,
                          doc="fail a trial still at chance accuracy after this many epochs; 0 = never"),
     "early_stopping": Key("int", 0, low=0, searchable=False,
