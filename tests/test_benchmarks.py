@@ -50,3 +50,18 @@ def test_bench_time_to_accuracy_interleaves_contenders_and_prints_the_ratio(
     assert re.search(r"^median ratio of seconds to 98% \(toolkit / kt_hyperband\): \d+\.\d\d", done.stdout,
                      re.MULTILINE), done.stdout
     assert not list(tmp_path.iterdir())  # studies and KerasTuner folders went to temporary folders
+
+
+def test_bench_throughput_prints_images_per_second_against_the_tutorial_setup(
+    mnist_dir: str | None, tmp_path: Path
+) -> None:
+    command = [sys.executable, str(ROOT / "scripts" / "bench_throughput.py"), "--images", "600", "--rounds", "1",
+               "--settings", "bare,toolkit,toolkit-auto-256"]
+    if mnist_dir:
+        command += ["--data-dir", mnist_dir]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=subprocess_env(mnist_dir, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"train\.precision auto → (float32|mixed_bfloat16|mixed_float16) \(auto: ", done.stdout)
+    assert re.search(r"^bare +\d+ +1\.00x +\d+\.\d% \(float32\)$", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^toolkit-auto-256 +\d+ +\d+\.\d\dx", done.stdout, re.MULTILINE), done.stdout
