@@ -149,3 +149,20 @@ def test_the_precision_a_trial_trained_with_is_recorded(workdir: Path) -> None:
 
     study = tuning.run(tiny_space(train={"precision": "auto", "epochs": 1}, study={"n_trials": 1}), tracking=False)
     assert study.trials[0].user_attrs["precision"] == _precision.resolve("auto")[0]
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_at_the_last_epoch(mnist: data.Dataset) -> None:
+    result = train(config(epochs=3, schedule="cosine"), mnist, seed=0)
+    rates = result.history["learning_rate"]
+    steps = -(-len(mnist.x_train) // 32)
+    expected = [0.003 * 0.5 * (1 + math.cos(math.pi * epoch * steps / (3 * steps))) for epoch in (1, 2, 3)]
+    assert rates == pytest.approx(expected, abs=1e-6)  # the rate in use after each epoch
+    assert rates[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_plateau_schedule_halves_the_learning_rate_when_val_loss_stalls(mnist: data.Dataset) -> None:
+    # A tiny learning rate with SGD: val_loss barely moves, so it stops improving within a few epochs.
+    result = train(config(epochs=6, schedule="plateau", optimizer="sgd", learning_rate=1e-9), mnist, seed=0)
+    rates = result.history["learning_rate"]
+    assert rates[0] == pytest.approx(1e-9) and min(rates) <= 1e-9 / 2 * (1 + 1e-4)  # halved at least once
+    assert all(later <= earlier for earlier, later in zip(rates, rates[1:], strict=False))

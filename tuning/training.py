@@ -144,8 +144,9 @@ def train(
     else:
         model = build_model(config.model, data.input_shape, data.num_classes, config.train.augmentation)
     if not getattr(model, "compiled", False):
+        steps = -(-len(data.x_train) // config.train.batch_size)
         model.compile(
-            optimizer=make_optimizer(config.train),
+            optimizer=make_optimizer(config.train, steps_per_epoch=steps),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
@@ -161,7 +162,7 @@ def train(
         batch_size=config.train.batch_size,
         epochs=config.train.epochs,
         validation_data=(x_val, y_val),
-        callbacks=[watch, *_early_stopping(config.train)],
+        callbacks=[watch, *_early_stopping(config.train), *_plateau(config.train)],
         verbose=0,
     )
     history = watch.history or _returned_metrics(returned)
@@ -230,11 +231,16 @@ def _as_tensors(data: Dataset) -> tuple[Any, ...]:
     return tensors
 
 
-def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
-    """The Keras optimizer named by ``train.optimizer`` with ``train.learning_rate`` (and ``momentum``)."""
+def make_optimizer(train: TrainConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    """The Keras optimizer named by ``train.optimizer`` with ``train.learning_rate`` (and ``momentum``).
+
+    ``train.schedule: cosine`` decays the learning rate to 0 over ``train.epochs`` × ``steps_per_epoch`` steps.
+    """
     from keras import optimizers
 
-    lr = train.learning_rate
+    lr: Any = train.learning_rate
+    if train.schedule == "cosine" and steps_per_epoch:
+        lr = optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=train.epochs * steps_per_epoch)
     name = train.optimizer
     if name == "sgd":
         return optimizers.SGD(learning_rate=lr, momentum=train.momentum)
@@ -245,6 +251,16 @@ def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     if name not in classes:
         raise ConfigurationError(f"unknown optimizer {name!r}; use one of sgd, rmsprop, {', '.join(classes)}")
     return classes[name](learning_rate=lr)
+
+
+def _plateau(train: TrainConfig) -> list[Any]:
+    """``train.schedule: plateau``: halve the learning rate when val_loss has not improved for 2 epochs."""
+    if train.schedule != "plateau":
+        return []
+    import keras
+
+    return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2,
+                                              min_lr=train.learning_rate / 64)]
 
 
 def _early_stopping(train: TrainConfig) -> list[Any]:

@@ -35,6 +35,8 @@ class CNNFamily(Family):
         "width": Key("int", 32, low=1, high=8192, per_layer=True, doc="filters per conv block"),
         # TensorFlow aborts the whole process on a 200×200 kernel over 28×28 inputs; 64 trains (measured).
         "kernel_size": Key("int", 3, low=1, high=64, per_layer=True, noun="kernels", doc="conv kernel size"),
+        "convs_per_block": Key("int", 1, low=1, high=4, noun="conv blocks",
+                               doc="conv layers in each block (same filters and kernel) before its pooling"),
         "dense_units": Key("int", 128, low=0, high=65536, noun="a dense head",
                            doc="units of the dense head; 0 = no head"),
         "dropout": Key("float", 0.0, low=0, high=1, high_open=True,
@@ -52,7 +54,8 @@ class CNNFamily(Family):
         depth = draw("depth")
         return ModelConfig(
             family=self.name, depth=depth, width=draw.layers("width", depth),
-            kernel_size=draw.layers("kernel_size", depth), dense_units=draw("dense_units"),
+            kernel_size=draw.layers("kernel_size", depth), convs_per_block=draw("convs_per_block"),
+            dense_units=draw("dense_units"),
             dropout=(draw("dropout"),), activation=draw("activation"), batch_norm=draw("batch_norm"),
             padding=draw("padding"), pool_size=draw("pool_size"),
         )
@@ -69,11 +72,11 @@ class CNNFamily(Family):
         for block in range(config.depth):
             kernel = config.kernel_size[block]
             if config.padding == "valid":
-                size -= kernel - 1
+                wide, size = size, size - (kernel - 1) * config.convs_per_block
                 if size < 1:
                     raise ConfigurationError(
-                        f"conv block {block + 1} (kernel {kernel}, padding valid) needs at least {kernel} pixels "
-                        f"but the image is {size + kernel - 1} pixels wide there "
+                        f"conv block {block + 1} (kernel {kernel}, padding valid) needs at least "
+                        f"{(kernel - 1) * config.convs_per_block + 1} pixels but the image is {wide} pixels wide there "
                         f"(depth {config.depth}, input {input_shape[0]}×{input_shape[1]})"
                     )
             if config.pool_size > 1:
@@ -90,12 +93,13 @@ class CNNFamily(Family):
         count = 0
         for block in range(config.depth):
             kernel, filters = config.kernel_size[block], config.width[block]
-            count += (kernel * kernel * channels + 1) * filters + (4 * filters if config.batch_norm else 0)
-            if config.padding == "valid":
-                height, width = height - kernel + 1, width - kernel + 1
+            for _ in range(config.convs_per_block):
+                count += (kernel * kernel * channels + 1) * filters + (4 * filters if config.batch_norm else 0)
+                channels = filters
+                if config.padding == "valid":
+                    height, width = height - kernel + 1, width - kernel + 1
             if config.pool_size > 1:
                 height, width = height // config.pool_size, width // config.pool_size
-            channels = filters
         fan_in = max(height, 1) * max(width, 1) * channels
         if config.dense_units:
             count += (fan_in + 1) * config.dense_units
@@ -110,10 +114,11 @@ class CNNFamily(Family):
 
         def body(x: Any) -> Any:
             for i in range(config.depth):
-                x = layers.Conv2D(config.width[i], config.kernel_size[i], padding=config.padding,
-                                  activation=config.activation)(x)
-                if config.batch_norm:
-                    x = layers.BatchNormalization()(x)
+                for _ in range(config.convs_per_block):
+                    x = layers.Conv2D(config.width[i], config.kernel_size[i], padding=config.padding,
+                                      activation=config.activation)(x)
+                    if config.batch_norm:
+                        x = layers.BatchNormalization()(x)
                 if config.pool_size > 1:
                     x = layers.MaxPooling2D(config.pool_size)(x)
             x = layers.Flatten()(x)

@@ -34,6 +34,7 @@ class ModelConfig:
     padding: str = "same"  # cnn only
     pool_size: int = 2  # cnn only: max-pool after every conv block; 1 means no pooling
     batch_norm: bool = False
+    convs_per_block: int = 1  # cnn only: conv layers in each block, before its pooling
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop | nadam | adagrad
     learning_rate: float = 1e-3
     momentum: float = 0.0  # sgd and rmsprop only
+    schedule: str = "constant"  # constant | cosine | plateau: how the learning rate changes over the epochs
     augmentation: Augmentation = field(default_factory=Augmentation)
     precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
     chance_epochs: int = 2  # stop a trial still at chance accuracy after this many epochs; 0 never

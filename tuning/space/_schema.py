@@ -72,6 +72,7 @@ def _num(x: float) -> str:
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "npz")
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "tanh", "sigmoid", "swish", "leaky_relu", "softplus")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
+SCHEDULES = ("constant", "cosine", "plateau")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "params", "train_seconds")
 DIRECTIONS = ("maximize", "minimize")
@@ -110,6 +111,9 @@ TRAIN: dict[str, Key] = {
     "optimizer": Key("str", "adam", choices=OPTIMIZERS, doc="Keras optimizer"),
     "learning_rate": Key("float", 1e-3, low=0, low_open=True, doc="learning rate"),
     "momentum": Key("float", 0.0, low=0, high=1, high_open=True, doc="momentum (sgd, rmsprop only)"),
+    "schedule": Key("str", "constant", choices=SCHEDULES,
+                    doc="learning rate over the epochs: constant, cosine decay to 0 at the last epoch, or halved "
+                        "when val_loss stops improving (plateau)"),
     # "augmentation" is a nested section: see AUGMENTATION.
     "precision": Key("str", "float32", choices=PRECISIONS, searchable=False,
                      doc="Keras dtype policy; auto = mixed_bfloat16 on AMX CPUs and bf16 GPUs, mixed_float16 on "

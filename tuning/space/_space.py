@@ -240,6 +240,7 @@ class SearchSpace:
             optimizer=value("train.optimizer"),
             learning_rate=value("train.learning_rate"),
             momentum=value("train.momentum"),
+            schedule=value("train.schedule"),
             augmentation=Augmentation(
                 rotation=value("train.augmentation.rotation"),
                 shift=value("train.augmentation.shift"),
