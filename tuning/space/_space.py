@@ -330,7 +330,12 @@ class SearchSpace:
         trials = f"{st.n_trials} trial{'s' if st.n_trials != 1 else ''}"
         extra = f", timeout {_fmt(st.timeout)} s" if st.timeout is not None else ""
         n_enq = len(st.enqueue)
-        lines.append(f"  study: sampler {st.sampler['type']}, pruner {st.pruner['type']}, {trials}{extra}, "
+        if st.tuner is not None:
+            options = ", ".join(f"{k} {'null' if v is None else _fmt(v)}" for k, v in st.tuner.items() if k != "type")
+            how = f"engine keras_tuner, tuner {st.tuner['type']}{f' ({options})' if options else ''}"
+        else:
+            how = f"sampler {st.sampler['type']}, pruner {st.pruner['type']}"
+        lines.append(f"  study: {how}, {trials}{extra}, "
                      f"seed {st.seed if st.seed is not None else 'random'}, "
                      f"{n_enq} enqueued configuration{'s' if n_enq != 1 else ''}")
         return "\n".join(lines)
