@@ -29,6 +29,7 @@ import logging
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -430,7 +431,11 @@ def search(
         fit["batch_size"] = _fixed(space, "train.batch_size", 128)
         if cap is None:
             fit["epochs"] = _fixed(space, "train.epochs", 1)
-    tuner.search(x_train, y_train, **fit)
+    with warnings.catch_warnings():
+        # A Hyperband trial that continues an earlier one loads its weights before the optimizer is built:
+        # Keras warns on every such trial that the optimizer's saved state is skipped (it starts afresh).
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        tuner.search(x_train, y_train, **fit)
 
 
 def _counting(tuner: Any, study: optuna.Study, guard: _FailureGuard) -> Callable[[Any], None]:

@@ -105,6 +105,9 @@ def run(
     if target < 1:
         raise user_error("n_trials must be at least 1", received=target, fix="pass --n-trials 1 or more")
     name = study_name or space.study.name
+    if space.study.engine == "keras_tuner" and (n_jobs or 1) > 1:
+        raise user_error("the keras_tuner engine runs one trial at a time", received=f"n_jobs={n_jobs}",
+                         fix="leave out --n-jobs, or set study.engine: optuna")
     # Everything that can be checked is checked before anything is written.
     pruner = _study.make_pruner(space)
     _study.make_sampler(space, space.study.seed)  # checked now; seeded for this run once the study is loaded
