@@ -228,3 +228,26 @@ def test_ctrl_c_records_the_running_trial_as_interrupted_and_resume_reruns_it(
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].params == stopped.params  # KerasTuner retries the interrupted configuration first
     assert trials[1].user_attrs["keras_tuner_trial"]["id"] == stopped.user_attrs["keras_tuner_trial"]["id"]
+
+
+@pytest.mark.slow
+def test_diverging_trials_fail_with_their_reason_and_the_guard_stops_the_search(
+    workdir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import tuning
+    from tuning.errors import TooManyFailuresError
+
+    space = _kt_space(name="nan", tuner="random", n_trials=5, epochs=2)
+    space["model"]["depth"] = 2  # two layers at this learning rate diverge at the first epoch
+    space["train"].update({"optimizer": "sgd", "learning_rate": 1.0e6, "batch_size": 32})
+    space["study"]["max_consecutive_failures"] = 2
+
+    with pytest.raises(TooManyFailuresError, match="2 trials failed in a row"):
+        tuning.run(space, tracking=False)
+    assert "Traceback" not in capfd.readouterr().err  # KerasTuner's own traceback printing is off
+
+    trials = optuna.load_study(study_name="nan", storage=_storage(workdir)).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2  # stopped by the guard, not after n_trials
+    for t in trials:
+        assert "the loss became nan" in t.user_attrs[records.REASON]
+        assert t.user_attrs[records.EPOCHS] == 1 and t.params  # recorded like any trial

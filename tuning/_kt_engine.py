@@ -30,7 +30,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -431,11 +431,25 @@ def search(
         fit["batch_size"] = _fixed(space, "train.batch_size", 128)
         if cap is None:
             fit["epochs"] = _fixed(space, "train.epochs", 1)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _kt_tracebacks_off():
         # A Hyperband trial that continues an earlier one loads its weights before the optimizer is built:
         # Keras warns on every such trial that the optimizer's saved state is skipped (it starts afresh).
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         tuner.search(x_train, y_train, **fit)
+
+
+@contextlib.contextmanager
+def _kt_tracebacks_off() -> Iterator[None]:
+    """KerasTuner prints the traceback of every failed trial to standard error (its ``config.DEBUG``, on by
+    default); the toolkit records the reason on the trial and shows it in the progress display instead."""
+    from keras_tuner.src import config
+
+    previous = config.DEBUG
+    config.DEBUG = False
+    try:
+        yield
+    finally:
+        config.DEBUG = previous
 
 
 def _counting(tuner: Any, study: optuna.Study, guard: _FailureGuard) -> Callable[[Any], None]:
