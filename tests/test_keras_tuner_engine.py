@@ -251,3 +251,44 @@ def test_diverging_trials_fail_with_their_reason_and_the_guard_stops_the_search(
     for t in trials:
         assert "the loss became nan" in t.user_attrs[records.REASON]
         assert t.user_attrs[records.EPOCHS] == 1 and t.params  # recorded like any trial
+
+
+def _build(hp: object) -> object:
+    """A KerasTuner user's build(hp): a searched depth loop, a Boolean guarding a Float, a log-sampled rate."""
+    import keras
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten()])
+    for i in range(hp.Int("layers", 1, 2)):
+        model.add(keras.layers.Dense(hp.Choice(f"units_{i}", [8, 16]), activation="relu"))
+    if hp.Boolean("dropout"):
+        with hp.conditional_scope("dropout", [True]):
+            model.add(keras.layers.Dropout(hp.Float("rate", 0.1, 0.3, step=0.1)))
+    model.add(keras.layers.Dense(10, activation="softmax"))
+    model.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-3, 1e-2, sampling="log")),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.slow
+def test_a_users_build_hp_runs_unchanged_under_the_keras_tuner_engine(workdir: Path) -> None:
+    import tuning
+
+    space = _kt_space(name="hm", tuner="random", n_trials=6, epochs=1)
+    space["model"] = {"family": "hypermodel"}
+    space["train"]["batch_size"] = [32, 64]  # the space's own searched training values are searched too
+
+    study = tuning.run(space, hypermodel=_build, tracking=False)
+
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6, [t.user_attrs.get("reason") for t in trials]
+    for t in trials:
+        p = t.params
+        assert set(p) >= {"layers", "units_0", "dropout", "lr", "train.batch_size"}
+        assert ("units_1" in p) == (p["layers"] == 2)  # a layer that does not exist is not recorded
+        assert ("rate" in p) == p["dropout"]  # nor a Float its Boolean switched off
+        assert t.distributions["lr"] == FloatDistribution(1e-3, 1e-2, log=True) and 1e-3 <= p["lr"] <= 1e-2
+        assert t.distributions["dropout"] == CategoricalDistribution((False, True))
+        assert t.distributions["train.batch_size"] == CategoricalDistribution((32, 64))
+        assert t.user_attrs[records.EPOCHS] == 1 and records.TEST_ACCURACY in t.user_attrs
+    assert {t.params["layers"] for t in trials} == {1, 2}  # both branches were taken: the checks above could fail
+    assert {t.params["dropout"] for t in trials} == {False, True}

@@ -4,9 +4,10 @@ toolkit records every trial in the same Optuna study, tracking and reports as th
 A real ``keras_tuner.Hyperband``, ``RandomSearch`` or ``BayesianOptimization`` runs the search, with the study's
 seed and its working folder under ``mlruns/keras_tuner/<study>`` (``overwrite=False``: a second run resumes it).
 Each KerasTuner trial becomes one finished Optuna trial: its active hyperparameters with their Optuna
-distributions (:func:`to_distribution`), one intermediate value per epoch, its state and duration, and the same
-user attributes (:mod:`tuning.records`) the Optuna engine writes. The runner's observers (tracking, progress) see
-the same hooks in the same order, so ``tuning report`` and ``tuning studies`` need nothing new.
+distributions (:func:`tuning.hypermodel.to_distribution`), one intermediate value per epoch, its state and
+duration, and the same user attributes (:mod:`tuning.records`) the Optuna engine writes. The runner's observers
+(tracking, progress) see the same hooks in the same order, so ``tuning report`` and ``tuning studies`` need
+nothing new.
 
 Built-in families run through :class:`SpaceHyperModel`: :meth:`SearchSpace.suggest` only calls
 ``trial.suggest_int/float/categorical(name, ...)``, so :class:`HpTrial`, whose methods call ``hp.Int``,
@@ -30,14 +31,14 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import keras
 import keras_tuner
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
 from tuning import _study, records
@@ -45,6 +46,7 @@ from tuning._defaults import RESULTS_DIR
 from tuning._epoch_watch import EpochWatch
 from tuning._runner import INTERRUPTED, _describe, _FailureGuard, _stop_if_signalled
 from tuning.errors import NotLearningError
+from tuning.hypermodel import to_distribution
 from tuning.observers import COMPLETE, FAILED, PRUNED, StudyObserver, TrialOutcome
 from tuning.space._specs import Fixed, Searched
 
@@ -83,37 +85,13 @@ def max_epochs(space: SearchSpace) -> int:
     return int(max(d.choices) if isinstance(d, CategoricalDistribution) else d.high)  # type: ignore[attr-defined]
 
 
-def to_distribution(hp_obj: Any) -> BaseDistribution:
-    """The Optuna distribution of a KerasTuner hyperparameter (``Int``, ``Float``, ``Choice``, ``Boolean``, ``Fixed``).
+def active_parameters(hp: Any, reached: Collection[str] | None = None) -> tuple[dict[str, Any],
+                                                                            dict[str, BaseDistribution]]:
+    """A trial's parameters and distributions: the hyperparameters the build reached, none of ``tuner/*``.
 
-    ``Int``/``Float`` with ``sampling="log"`` become ``log=True`` (Optuna has no step on a log scale, so a log
-    step is dropped: every value KerasTuner draws still lies in the distribution).
-
-    Example:
-        >>> hp = keras_tuner.HyperParameters()
-        >>> _ = hp.Int("units", 32, 256, step=32)
-        >>> to_distribution(hp.space[0])
-        IntDistribution(high=256, log=False, low=32, step=32)
-    """
-    hps = keras_tuner.engine.hyperparameters
-    log_scale = getattr(hp_obj, "sampling", "linear") == "log"
-    if isinstance(hp_obj, hps.Boolean):
-        return CategoricalDistribution([False, True])
-    if isinstance(hp_obj, hps.Fixed):
-        return CategoricalDistribution([hp_obj.value])
-    if isinstance(hp_obj, hps.Choice):
-        return CategoricalDistribution(list(hp_obj.values))
-    if isinstance(hp_obj, hps.Int):
-        step = 1 if log_scale or hp_obj.step is None else int(hp_obj.step)
-        return IntDistribution(int(hp_obj.min_value), int(hp_obj.max_value), step=step, log=log_scale)
-    if isinstance(hp_obj, hps.Float):
-        step = None if log_scale or hp_obj.step is None else float(hp_obj.step)
-        return FloatDistribution(float(hp_obj.min_value), float(hp_obj.max_value), step=step, log=log_scale)
-    raise TypeError(f"no Optuna distribution for the KerasTuner hyperparameter {hp_obj!r}")
-
-
-def active_parameters(hp: Any) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
-    """A trial's parameters and distributions: every hyperparameter the build reached, none of ``tuner/*``.
+    KerasTuner keeps a value for every hyperparameter it has ever seen (a ``units_1`` declared by an earlier,
+    deeper model gets one in every later trial); ``reached`` (see :func:`track_reached`) keeps only the ones this
+    trial's build asked for, so a layer that does not exist is not recorded.
 
     Example:
         >>> hp = keras_tuner.HyperParameters()
@@ -124,11 +102,37 @@ def active_parameters(hp: Any) -> tuple[dict[str, Any], dict[str, BaseDistributi
     params: dict[str, Any] = {}
     distributions: dict[str, BaseDistribution] = {}
     for hp_obj in hp.space:
-        if hp_obj.name.startswith("tuner/") or not hp.is_active(hp_obj) or hp_obj.name not in hp.values:
+        name = hp_obj.name
+        if name.startswith("tuner/") or name not in hp.values or not hp.is_active(hp_obj):
             continue
-        params[hp_obj.name] = hp.values[hp_obj.name]
-        distributions[hp_obj.name] = to_distribution(hp_obj)
+        if reached is not None and name not in reached:
+            continue
+        params[name] = hp.values[name]
+        distributions[name] = to_distribution(hp_obj)
     return params, distributions
+
+
+def track_reached(hp: Any) -> set[str]:
+    """The names of the active hyperparameters ``hp.Int/Float/Choice/Boolean/Fixed`` return from now on.
+
+    Example:
+        >>> hp = keras_tuner.HyperParameters()
+        >>> reached = track_reached(hp)
+        >>> _ = hp.Boolean("deep")
+        >>> reached
+        {'deep'}
+    """
+    reached: set[str] = set()
+    retrieve = hp._retrieve  # every declaration goes through it, KerasTuner's name scopes and conditions applied
+
+    def tracking(hp_obj: Any) -> Any:
+        value = retrieve(hp_obj)
+        if hp.is_active(hp_obj):
+            reached.add(hp_obj.name)
+        return value
+
+    hp._retrieve = tracking
+    return reached
 
 
 class HpTrial:
@@ -180,18 +184,28 @@ class HpTrial:
 
 
 class SpaceHyperModel(keras_tuner.HyperModel):
-    """A built-in family's space as a KerasTuner hypermodel: ``build(hp)`` builds and compiles, ``fit`` trains.
+    """A space as a KerasTuner hypermodel: ``build(hp)`` builds and compiles, ``fit`` trains.
 
-    ``fit`` honours KerasTuner's ``epochs``/``initial_epoch``/``callbacks`` (Hyperband) and takes the batch size,
-    epochs (other tuners) and early stopping from the trial's ``train`` values.
+    The space's searched ``train`` values are declared on ``hp`` (through :class:`HpTrial`), then the model comes
+    from the built-in family, from ``build_fn(config)``, or from the user's hypermodel (``user``: its ``build(hp)``
+    and ``fit(hp, model, ...)``, unchanged). A model the build compiled keeps its optimizer and loss; an
+    uncompiled one is compiled from ``train``. ``fit`` honours KerasTuner's ``epochs``/``initial_epoch``/
+    ``callbacks`` (Hyperband) and takes the batch size, the epochs (other tuners) and early stopping from the
+    trial's ``train`` values; a model compiled with ``categorical_crossentropy`` gets one-hot labels.
+
+    Example:
+        >>> model = SpaceHyperModel(space, dataset, build_fn=None, epochs_cap=None)  # doctest: +SKIP
+        >>> tuner = keras_tuner.RandomSearch(model, max_trials=3)  # doctest: +SKIP
     """
 
-    def __init__(self, space: SearchSpace, data: Dataset, build_fn: BuildFn | None, epochs_cap: int | None) -> None:
+    def __init__(self, space: SearchSpace, data: Dataset, build_fn: BuildFn | None, epochs_cap: int | None,
+                 user: keras_tuner.HyperModel | None = None) -> None:
         super().__init__(name=space.study.name)
         self.space = space
         self.data = data
         self.build_fn = build_fn
         self.epochs_cap = epochs_cap
+        self.user = user
 
     def config(self, hp: Any) -> TrialConfig:
         """The trial's configuration (declares the hyperparameters the first time, reads them afterwards)."""
@@ -203,7 +217,9 @@ class SpaceHyperModel(keras_tuner.HyperModel):
 
         config = self.config(hp)
         keras.mixed_precision.set_dtype_policy(config.train.precision)
-        if self.build_fn is not None:
+        if self.user is not None:
+            model = self.user.build(hp)
+        elif self.build_fn is not None:
             model = self.build_fn(config)
         else:
             model = build_model(config.model, self.data.input_shape, self.data.num_classes, config.train.augmentation)
@@ -212,15 +228,21 @@ class SpaceHyperModel(keras_tuner.HyperModel):
                           metrics=["accuracy"])
         return model
 
-    def fit(self, hp: Any, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
-        from tuning.training import _early_stopping
+    def fit(self, hp: Any, model: keras.Model, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        from tuning.training import _early_stopping, _wants_one_hot
 
         config = self.config(hp)
         if "tuner/epochs" not in hp.values:  # Hyperband passes its own epochs and initial_epoch
             kwargs["epochs"] = config.train.epochs
         kwargs["batch_size"] = config.train.batch_size
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), *_early_stopping(config.train)]
-        return model.fit(*args, **kwargs)
+        if _wants_one_hot(model):
+            x_val, y_val = kwargs["validation_data"]
+            y, y_val = (keras.ops.one_hot(labels, self.data.num_classes) for labels in (y, y_val))
+            kwargs["validation_data"] = (x_val, y_val)
+        if self.user is not None:
+            return self.user.fit(hp, model, x, y, *args, **kwargs)
+        return model.fit(x, y, *args, **kwargs)
 
 
 class _TrialWatch(EpochWatch):
@@ -231,6 +253,7 @@ class _TrialWatch(EpochWatch):
         super().__init__(recorder.train_defaults, recorder.data.chance_accuracy, self._on_epoch)
         self.recorder = recorder
         self.kt_trial = kt_trial
+        self.reached = track_reached(kt_trial.hyperparameters)  # before the build declares them
         self.seed = seed
         self.trial: optuna.Trial | None = None
         self.started = 0.0
@@ -249,7 +272,7 @@ class _TrialWatch(EpochWatch):
     def start(self, epochs: int) -> optuna.Trial:
         """The trial's Optuna record, created (and announced to the observers) once."""
         if self.trial is None:
-            self.trial = self.recorder.start(self.kt_trial, self.seed, epochs)
+            self.trial = self.recorder.start(self.kt_trial, self.seed, epochs, self.reached)
         return self.trial
 
     def _on_epoch(self, epoch: int, logs: Mapping[str, float]) -> str | None:
@@ -266,7 +289,7 @@ class _Recorder:
     """Writes KerasTuner trials into the Optuna study and drives the observers, as the Optuna engine's objective."""
 
     def __init__(self, study: optuna.Study, storage: Any, space: SearchSpace, data: Dataset,
-                 observer: StudyObserver, hypermodel: Any) -> None:
+                 observer: StudyObserver, hypermodel: SpaceHyperModel) -> None:
         from tuning.space import TrainConfig
 
         self.study = study
@@ -280,26 +303,21 @@ class _Recorder:
         chance = space.specs["train.chance_epochs"]
         self.train_defaults = TrainConfig(epochs=1, chance_epochs=chance.value if isinstance(chance, Fixed) else 0)
 
-    def start(self, kt_trial: Any, seed: int, epochs: int) -> optuna.Trial:
+    def start(self, kt_trial: Any, seed: int, epochs: int, reached: Collection[str]) -> optuna.Trial:
         hp = kt_trial.hyperparameters
-        params, distributions = active_parameters(hp)
+        params, distributions = active_parameters(hp, reached)
         attrs = {records.SEED: seed, records.WORKER: _study.worker_id(), KT_TRIAL: _kt_view(kt_trial)}
         template = optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=distributions,
                                              user_attrs=attrs)
         trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
         trial = optuna.trial.Trial(self.study, trial_id)
-        config = self._config(hp, params, epochs)
+        config = self._config(hp, epochs)
         self.observer.trial_started(trial, config)
         return trial
 
-    def _config(self, hp: Any, params: dict[str, Any], epochs: int) -> TrialConfig:
-        from tuning.space import ModelConfig, TrainConfig, TrialConfig
-
-        if isinstance(self.hypermodel, SpaceHyperModel):
-            config = self.hypermodel.config(hp)
-            return replace(config, train=replace(config.train, epochs=epochs or config.train.epochs))
-        family = str(self.space.specs["model.family"].value)  # type: ignore[union-attr]
-        return TrialConfig(ModelConfig(family, 0, ()), TrainConfig(epochs=epochs), params=params)
+    def _config(self, hp: Any, epochs: int) -> TrialConfig:
+        config = self.hypermodel.config(hp)
+        return replace(config, train=replace(config.train, epochs=epochs or config.train.epochs))
 
     def finish(self, watch: _TrialWatch, outcome: TrialOutcome) -> None:
         """Set the user attributes, tell the observers, then record the trial's end in the storage."""
@@ -318,18 +336,24 @@ class _Recorder:
         else:
             self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
-    def finish_trained(self, watch: _TrialWatch) -> None:
-        """Record a trial whose training returned: complete, pruned (chance level) or failed (diverged)."""
-        model = watch.model
-        history = watch.history
+    def finish_trained(self, watch: _TrialWatch, model: keras.Model | None, returned: Any) -> None:
+        """Record a trial whose training returned: complete, pruned (chance level) or failed (diverged).
+
+        ``returned`` is what the hypermodel's ``fit`` returned: its final metrics count when a custom ``fit``
+        trained without Keras epochs.
+        """
+        from tuning.training import _returned_metrics
+
+        watch.start(0)
+        history = watch.history or _returned_metrics(returned)
         attrs: dict[str, Any] = {
             records.EPOCHS: len(history.get("loss", [])),
             records.TRAIN_SECONDS: round(watch.seconds, 3),
-            records.PARAM_COUNT: int(model.count_params()),
+            records.PARAM_COUNT: int(model.count_params()) if model is not None else 0,
             records.HISTORY: history,
         }
         if watch.state == "complete":
-            accuracy = self._test_accuracy(model)
+            accuracy = self._test_accuracy(model) if model is not None else None
             if accuracy is not None:
                 attrs[records.TEST_ACCURACY] = accuracy
             values = history.get(self.metric) or [float("nan")]
@@ -340,11 +364,13 @@ class _Recorder:
         self.finish(watch, TrialOutcome(state, reason=watch.reason, history=history, user_attrs=attrs))
 
     def _test_accuracy(self, model: keras.Model) -> float | None:
-        from tuning.training import _as_tensors
+        from tuning.training import _as_tensors, _wants_one_hot
 
         if not len(self.data.x_test):
             return None
         x_test, y_test = _as_tensors(self.data)[4:]
+        if _wants_one_hot(model):
+            y_test = keras.ops.one_hot(y_test, self.data.num_classes)
         logs = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
         return float(logs["accuracy"]) if "accuracy" in logs else None
 
@@ -379,7 +405,8 @@ class _Recording:
             watch.start(0)
             self.recorder.finish(watch, TrialOutcome(FAILED, reason=_describe(exc), history=watch.history))
             raise
-        self.recorder.finish_trained(watch)
+        returned = results[-1] if isinstance(results, list) and results else results
+        self.recorder.finish_trained(watch, watch.model, returned)
         if watch.state == "failed":
             raise NotLearningError(watch.reason)  # KerasTuner marks the trial invalid and goes on
         return results
@@ -403,6 +430,9 @@ def search(
     The search also ends when the tuner itself is done (Hyperband's ``hyperband_iterations``), after ``timeout``
     seconds, or when ``guard`` trips (``study.max_consecutive_failures`` failed trials in a row).
 
+    ``build_fn`` (a builder of a built-in family's configuration) or ``hypermodel`` (a ``keras_tuner.HyperModel``
+    for ``model.family: hypermodel``, used unchanged) replace the family's own builder.
+
     Example:
         >>> search(study, storage, space, dataset, observer, target=10, timeout=None,
         ...        guard=_FailureGuard(5))  # doctest: +SKIP
@@ -412,7 +442,7 @@ def search(
     options = dict(space.study.tuner or {"type": "hyperband"})
     kind = options.pop("type")
     cap = max_epochs(space) if kind == "hyperband" else None
-    model = hypermodel if hypermodel is not None else SpaceHyperModel(space, data, build_fn, cap)
+    model = SpaceHyperModel(space, data, build_fn, cap, user=hypermodel)
     recorder = _Recorder(study, storage, space, data, observer, model)
     started = time.monotonic()
 
@@ -427,10 +457,6 @@ def search(
     tuner.on_trial_end = _counting(tuner, study, guard)
     x_train, y_train, x_val, y_val = _as_tensors(data)[:4]
     fit: dict[str, Any] = {"validation_data": (x_val, y_val), "verbose": 0}
-    if hypermodel is not None:  # a user's hypermodel gets what KerasTuner users pass to search()
-        fit["batch_size"] = _fixed(space, "train.batch_size", 128)
-        if cap is None:
-            fit["epochs"] = _fixed(space, "train.epochs", 1)
     with warnings.catch_warnings(), _kt_tracebacks_off():
         # A Hyperband trial that continues an earlier one loads its weights before the optimizer is built:
         # Keras warns on every such trial that the optimizer's saved state is skipped (it starts afresh).
@@ -492,11 +518,6 @@ def _make_tuner(kind: str, options: dict[str, Any], space: SearchSpace, hypermod
     if out.getvalue().strip():
         log.info("%s", out.getvalue().strip())
     return tuner
-
-
-def _fixed(space: SearchSpace, path: str, default: Any) -> Any:
-    spec = space.specs.get(path)
-    return spec.value if isinstance(spec, Fixed) else default
 
 
 def _kt_view(kt_trial: Any) -> dict[str, Any]:

@@ -161,7 +161,7 @@ def run(
                     from tuning import _kt_engine
 
                     _kt_engine.search(study, storage_obj, space, dataset, observer, target=target,
-                                      timeout=budget, guard=guard, build_fn=build_fn)
+                                      timeout=budget, guard=guard, build_fn=build_fn, hypermodel=hypermodel)
                 else:
                     study.optimize(
                         objective,
