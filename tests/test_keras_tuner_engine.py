@@ -292,3 +292,28 @@ def test_a_users_build_hp_runs_unchanged_under_the_keras_tuner_engine(workdir: P
         assert t.user_attrs[records.EPOCHS] == 1 and records.TEST_ACCURACY in t.user_attrs
     assert {t.params["layers"] for t in trials} == {1, 2}  # both branches were taken: the checks above could fail
     assert {t.params["dropout"] for t in trials} == {False, True}
+
+
+@pytest.mark.parametrize("first, then", [
+    ({}, {"engine": "keras_tuner"}),
+    ({"engine": "keras_tuner", "tuner": {"type": "hyperband", "factor": 3}},
+     {"engine": "keras_tuner", "tuner": {"type": "hyperband", "factor": 2}}),
+], ids=["optuna then keras_tuner", "another hyperband factor"])
+def test_resuming_a_study_with_another_engine_or_tuner_is_refused(workdir: Path, first: dict, then: dict) -> None:
+    """KerasTuner reloads its saved oracle and would silently keep the old tuner's options: refused (a
+    UserInputError: exit 2), checked where ``tuning.run`` loads an existing study."""
+    from tuning.errors import UserInputError
+
+    def space(study: dict) -> SearchSpace:
+        base = tiny_space()
+        base["study"] = {"name": "same", "pruner": "none", **study}
+        return SearchSpace.from_dict(base)
+
+    (workdir / "mlruns").mkdir()
+    storage = _storage(workdir)
+    _study.create_or_load(space(first), storage, "same", None, None)
+
+    with pytest.raises(UserInputError) as info:
+        _study.create_or_load(space(then), storage, "same", None, None)
+    assert "study 'same' already exists with the" in str(info.value) and "--study-name NEW" in str(info.value)
+    assert optuna.load_study(study_name="same", storage=storage).get_trials() == []

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import keras_tuner
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from tuning import _study, records
@@ -48,7 +48,7 @@ from tuning._runner import INTERRUPTED, _describe, _FailureGuard, _stop_if_signa
 from tuning.errors import NotLearningError
 from tuning.hypermodel import to_distribution
 from tuning.observers import COMPLETE, FAILED, PRUNED, StudyObserver, TrialOutcome
-from tuning.space._specs import Fixed, Searched
+from tuning.space._specs import Fixed
 
 if TYPE_CHECKING:
     from tuning.data import Dataset
@@ -67,22 +67,6 @@ _PER_LAYER = re.compile(r"^(model\.\w+)\.(\d+)$")
 def project_dir(study_name: str) -> str:
     """KerasTuner's working folder of a study: ``mlruns/keras_tuner/<study>`` (checkpoints, oracle, trials)."""
     return str(RESULTS_DIR / "keras_tuner" / study_name)
-
-
-def max_epochs(space: SearchSpace) -> int:
-    """Hyperband's ``max_epochs``: the upper bound of ``train.epochs`` (its value when fixed).
-
-    Example:
-        >>> max_epochs(SearchSpace.from_dict({"model": {"family": "mlp"},
-        ...                                    "train": {"epochs": {"low": 1, "high": 9}}}))  # doctest: +SKIP
-        9
-    """
-    spec = space.specs["train.epochs"]
-    if isinstance(spec, Fixed):
-        return int(spec.value)
-    assert isinstance(spec, Searched)
-    d = spec.distribution
-    return int(max(d.choices) if isinstance(d, CategoricalDistribution) else d.high)  # type: ignore[attr-defined]
 
 
 def active_parameters(hp: Any, reached: Collection[str] | None = None) -> tuple[dict[str, Any],
@@ -441,7 +425,7 @@ def search(
 
     options = dict(space.study.tuner or {"type": "hyperband"})
     kind = options.pop("type")
-    cap = max_epochs(space) if kind == "hyperband" else None
+    cap = space.max_epochs() if kind == "hyperband" else None
     model = SpaceHyperModel(space, data, build_fn, cap, user=hypermodel)
     recorder = _Recorder(study, storage, space, data, observer, model)
     started = time.monotonic()

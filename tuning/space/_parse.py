@@ -519,7 +519,9 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
             values[name] = checked
     if values.get("name") is None:
         values["name"] = Path(source).stem if source else "tuning"
-    sampler = _typed(raw.get("sampler", "tpe"), S.SAMPLERS, "study.sampler", errs)
+    kt = values.get("engine") == "keras_tuner"  # whose sampler may be null (removed), see _engine
+    sampler = _typed(raw.get("sampler") or "tpe" if kt else raw.get("sampler", "tpe"), S.SAMPLERS, "study.sampler",
+                     errs)
     pruner = _typed(raw.get("pruner", "median"), S.PRUNERS, "study.pruner", errs)
     if pruner is not None and len(objectives) > 1 and pruner["type"] != "none":
         if "pruner" in raw:
@@ -544,22 +546,22 @@ def _engine(raw: Mapping[str, Any], values: Mapping[str, Any], objectives: tuple
     The KerasTuner engine runs one trial at a time on one Keras metric, and has no sampler, pruner or baselines:
     asking for one of those is an error naming the key, not a silent no-op.
     """
-    fix_engine = "remove it, or set study.engine: optuna"
     if values.get("engine", "optuna") != "keras_tuner":
         if "tuner" in raw:
             errs.add("study.tuner", "a tuner is used only by the KerasTuner engine", received=raw["tuner"],
                      fix="set study.engine: keras_tuner, or remove study.tuner (Optuna uses study.sampler)")
         return None
-    if "sampler" in raw:
+    if raw.get("sampler") is not None:  # null removes it: `--set study.sampler=null` switches a space over
         errs.add("study.sampler", "the keras_tuner engine has no Optuna sampler", received=raw["sampler"],
-                 fix="choose the KerasTuner tuner with study.tuner (hyperband, random, bayesian), or set "
-                     "study.engine: optuna")
+                 fix="choose the KerasTuner tuner with study.tuner (hyperband, random, bayesian) and remove "
+                     "the sampler (--set study.sampler=null), or set study.engine: optuna")
     if "pruner" in raw and pruner is not None and pruner["type"] != "none":
         errs.add("study.pruner", "the keras_tuner engine has no Optuna pruner (Hyperband stops trials itself)",
-                 received=raw["pruner"], fix=fix_engine)
+                 received=raw["pruner"], fix="remove it (--set study.pruner=null), or set study.engine: optuna")
     if raw.get("enqueue"):
         errs.add("study.enqueue", "KerasTuner's tuners cannot run baseline configurations first",
-                 received=f"{len(raw['enqueue'])} entries", fix=fix_engine)
+                 received=f"{len(raw['enqueue'])} {'entry' if len(raw['enqueue']) == 1 else 'entries'}",
+                 fix="remove them (--set study.enqueue=[]), or set study.engine: optuna")
     if values.get("n_jobs", 1) > 1:
         errs.add("study.n_jobs", "the keras_tuner engine runs one trial at a time", received=values["n_jobs"],
                  fix="remove it (start several processes on one storage with the Optuna engine instead)")
