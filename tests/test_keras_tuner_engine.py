@@ -167,15 +167,19 @@ def test_random_and_bayesian_tuners_search_the_epochs_too(workdir: Path, tuner: 
 @pytest.mark.slow
 def test_cli_optuna_and_keras_tuner_studies_side_by_side_in_one_report(workdir: Path, mnist_dir: str | None) -> None:
     optuna_space = _write(workdir / "tpe.yaml", tiny_space(study={"name": "tpe", "n_trials": 3}))
-    kt_space = _write(workdir / "hb.yaml", _kt_space(name="hb", n_trials=3))
+    kt_space = _write(workdir / "hb.yaml", _kt_space(name="from_the_file", n_trials=3))
     for path in (optuna_space, kt_space):
-        out = _cmd("run", str(path), "--no-tracking", cwd=workdir, mnist_dir=mnist_dir)
+        out = _cmd("run", str(path), "--no-tracking", "--study-name", path.stem, cwd=workdir, mnist_dir=mnist_dir)
         assert out.returncode == 0, out.stderr
         assert f"Study {path.stem}: 3 complete" in out.stdout
+    assert sorted(p.name for p in (workdir / "mlruns" / "keras_tuner").iterdir()) == ["hb"]  # the study's name
 
-    resumed = _cmd("run", str(kt_space), "--no-tracking", "--n-trials", "5", cwd=workdir, mnist_dir=mnist_dir)
+    resumed = _cmd("run", str(kt_space), "--no-tracking", "--study-name", "hb", "--n-trials", "5", cwd=workdir,
+                   mnist_dir=mnist_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert "Study hb: 5 complete" in resumed.stdout  # the study's total, KerasTuner's folder reloaded
+    hb = optuna.load_study(study_name="hb", storage=_storage(workdir)).get_trials()
+    assert [t.user_attrs["keras_tuner_trial"]["id"] for t in hb] == [str(i) for i in range(5)]  # resumed, not anew
 
     listed = _cmd("studies", cwd=workdir, mnist_dir=mnist_dir)
     assert listed.returncode == 0, listed.stderr

@@ -64,11 +64,6 @@ KT_TRIAL = "keras_tuner_trial"
 _PER_LAYER = re.compile(r"^(model\.\w+)\.(\d+)$")
 
 
-def project_dir(study_name: str) -> str:
-    """KerasTuner's working folder of a study: ``mlruns/keras_tuner/<study>`` (checkpoints, oracle, trials)."""
-    return str(RESULTS_DIR / "keras_tuner" / study_name)
-
-
 def active_parameters(hp: Any, reached: Collection[str] | None = None) -> tuple[dict[str, Any],
                                                                             dict[str, BaseDistribution]]:
     """A trial's parameters and distributions: the hyperparameters the build reached, none of ``tuner/*``.
@@ -184,7 +179,7 @@ class SpaceHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, space: SearchSpace, data: Dataset, build_fn: BuildFn | None, epochs_cap: int | None,
                  user: keras_tuner.HyperModel | None = None) -> None:
-        super().__init__(name=space.study.name)
+        super().__init__(name=space.family)
         self.space = space
         self.data = data
         self.build_fn = build_fn
@@ -435,7 +430,7 @@ def search(
             return 0
         return max(0, target - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))))
 
-    tuner = _make_tuner(kind, options, space, model, cap, target)
+    tuner = _make_tuner(kind, options, space, model, cap, target, study.study_name)
     tuner.recorder = recorder
     tuner.remaining = remaining
     tuner.on_trial_end = _counting(tuner, study, guard)
@@ -476,7 +471,7 @@ def _counting(tuner: Any, study: optuna.Study, guard: _FailureGuard) -> Callable
 
 
 def _make_tuner(kind: str, options: dict[str, Any], space: SearchSpace, hypermodel: Any, cap: int | None,
-                target: int) -> Any:
+                target: int, study_name: str) -> Any:
     base = getattr(keras_tuner, TUNERS[kind])
     cls = type(f"Recording{base.__name__}", (_Recording, base), {})
     seed = space.study.seed
@@ -487,7 +482,7 @@ def _make_tuner(kind: str, options: dict[str, Any], space: SearchSpace, hypermod
         # KerasTuner replaces a seed of 0 by a random one (``seed or random.randint``): 0 is passed as 1, and so on.
         "seed": None if seed is None else seed + 1,
         "directory": str(RESULTS_DIR / "keras_tuner"),
-        "project_name": space.study.name,
+        "project_name": study_name,  # --study-name included: one folder per Optuna study
         "overwrite": False,
         "max_consecutive_failed_trials": 10**9,  # the toolkit's own guard counts failures
         **{k: v for k, v in options.items() if v is not None or k == "hyperband_iterations"},
