@@ -206,7 +206,7 @@ def _rows(db: Path, query: str) -> list[tuple]:
 def test_ctrl_c_records_the_running_trial_as_interrupted_and_resume_reruns_it(
     workdir: Path, mnist_dir: str | None
 ) -> None:
-    space = _kt_space(name="stop", tuner="random", n_trials=3, epochs=30)  # long enough to interrupt
+    space = _kt_space(name="stop", tuner="random", n_trials=3, epochs=15)  # long enough to interrupt
     path = _write(workdir / "stop.yaml", space)
     db = workdir / "mlruns" / "optuna.db"
     proc = subprocess.Popen([sys.executable, "-m", "tuning", "run", str(path)], cwd=workdir,
@@ -223,9 +223,6 @@ def test_ctrl_c_records_the_running_trial_as_interrupted_and_resume_reruns_it(
     (stopped,) = study.get_trials()
     assert stopped.state == TrialState.FAIL and stopped.user_attrs[records.REASON] == "interrupted"
 
-    resumed = _cmd("run", str(path), "--set", "train.epochs=1", "--set", "study.name=stop", "--quiet",
-                   cwd=workdir, mnist_dir=mnist_dir)
-    assert resumed.returncode == 2 and "different train section" in resumed.stderr  # a changed space is refused
     done = _cmd("run", str(path), "--n-trials", "1", "--quiet", cwd=workdir, mnist_dir=mnist_dir)
     assert done.returncode == 0, done.stderr
     trials = optuna.load_study(study_name="stop", storage=_storage(workdir)).get_trials()

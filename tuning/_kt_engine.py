@@ -331,16 +331,20 @@ class _Recorder:
             records.PARAM_COUNT: int(model.count_params()) if model is not None else 0,
             records.HISTORY: history,
         }
-        if watch.state == "complete":
+        values = history.get(self.metric)
+        if watch.state == "complete" and not values:
+            reason = f"the model reported no metric {self.metric!r}; it reported {sorted(history)}"
+            self.finish(watch, TrialOutcome(FAILED, reason=reason, history=history, user_attrs=attrs))
+        elif watch.state == "complete":
             accuracy = self._test_accuracy(model) if model is not None else None
             if accuracy is not None:
                 attrs[records.TEST_ACCURACY] = accuracy
-            values = history.get(self.metric) or [float("nan")]
+            # The last epoch's value, as the Optuna engine records (KerasTuner ranks by the best epoch).
             self.finish(watch, TrialOutcome(COMPLETE, values=[values[-1]], model=model, history=history,
                                             user_attrs=attrs))
-            return
-        state = PRUNED if watch.state == "pruned" else FAILED
-        self.finish(watch, TrialOutcome(state, reason=watch.reason, history=history, user_attrs=attrs))
+        else:
+            state = PRUNED if watch.state == "pruned" else FAILED
+            self.finish(watch, TrialOutcome(state, reason=watch.reason, history=history, user_attrs=attrs))
 
     def _test_accuracy(self, model: keras.Model) -> float | None:
         from tuning.training import _as_tensors, _wants_one_hot
