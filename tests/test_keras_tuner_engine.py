@@ -1,8 +1,9 @@
 """``study.engine: keras_tuner``: KerasTuner's own tuners search, the toolkit records every trial in the same Optuna
 storage, MLflow tracking and reports as the Optuna engine.
 
-The fast tests check bad input through the command line in-process (no TensorFlow is imported before the space is
-refused). The slow ones train MLPs on 300 MNIST images through ``tuning.run`` and ``python -m tuning``.
+The fast tests check bad input through the command line (in-process) and the refusal to resume a study with
+another engine or tuner. The slow ones train MLPs on 300 MNIST images through ``tuning.run`` and
+``python -m tuning``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,16 @@ def test_bad_tuner_settings_exit_2_naming_the_key_and_write_nothing(
         assert text in err, (text, err)
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]  # no mlruns/, nothing half-written
+
+
+def test_n_jobs_from_the_command_line_is_refused_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path / "space.yaml", _kt_space())
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(path), "--n-jobs", "2"]) == 2
+    assert "the keras_tuner engine runs one trial at a time" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
 
 
 def test_a_keras_tuner_space_describes_its_tuner_and_round_trips() -> None:
