@@ -329,3 +329,17 @@ def test_resuming_a_study_with_another_engine_or_tuner_is_refused(workdir: Path,
         _study.create_or_load(space(then), storage, "same", None, None)
     assert "study 'same' already exists with the" in str(info.value) and "--study-name NEW" in str(info.value)
     assert optuna.load_study(study_name="same", storage=storage).get_trials() == []
+
+
+@pytest.mark.slow
+def test_the_time_budget_stops_the_running_trial_at_an_epoch_end_as_pruned(workdir: Path) -> None:
+    import tuning
+
+    space = _kt_space(name="budget", tuner="random", n_trials=5, epochs=500)  # far more than 2 s of training
+
+    study = tuning.run(space, timeout=2, tracking=False)
+
+    (trial,) = study.get_trials()  # no trial starts after the budget
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs[records.REASON].endswith("the study's time budget ran out")
+    assert 1 <= trial.user_attrs[records.EPOCHS] < 500 and len(trial.intermediate_values) == trial.user_attrs["epochs"]

@@ -195,7 +195,7 @@ class SpaceHyperModel(keras_tuner.HyperModel):
         from tuning.training import make_optimizer
 
         config = self.config(hp)
-        keras.mixed_precision.set_dtype_policy(config.train.precision)
+        keras.mixed_precision.set_dtype_policy(self.precision(config))
         if self.user is not None:
             model = self.user.build(hp)
         elif self.build_fn is not None:
@@ -203,18 +203,25 @@ class SpaceHyperModel(keras_tuner.HyperModel):
         else:
             model = build_model(config.model, self.data.input_shape, self.data.num_classes, config.train.augmentation)
         if not getattr(model, "compiled", False):
-            model.compile(optimizer=make_optimizer(config.train), loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy"])
+            steps = -(-len(self.data.x_train) // config.train.batch_size)
+            model.compile(optimizer=make_optimizer(config.train, steps_per_epoch=steps),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
 
+    def precision(self, config: TrialConfig) -> str:
+        """The Keras dtype policy the trial trains with (``train.precision: auto`` resolved)."""
+        from tuning._precision import resolve
+
+        return resolve(config.train.precision)[0]
+
     def fit(self, hp: Any, model: keras.Model, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
-        from tuning.training import _early_stopping, _wants_one_hot
+        from tuning.training import _early_stopping, _plateau, _wants_one_hot
 
         config = self.config(hp)
         if "tuner/epochs" not in hp.values:  # Hyperband passes its own epochs and initial_epoch
             kwargs["epochs"] = config.train.epochs
         kwargs["batch_size"] = config.train.batch_size
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), *_early_stopping(config.train)]
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), *_early_stopping(config.train), *_plateau(config.train)]
         if _wants_one_hot(model):
             x_val, y_val = kwargs["validation_data"]
             y, y_val = (keras.ops.one_hot(labels, self.data.num_classes) for labels in (y, y_val))
@@ -261,6 +268,9 @@ class _TrialWatch(EpochWatch):
         value = logs.get(self.recorder.metric)
         if value is not None and math.isfinite(value):
             self.trial.report(value, epoch)
+        deadline = self.recorder.deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            return f"stopped at epoch {epoch}: the study's time budget ran out"
         return None
 
 
@@ -279,6 +289,7 @@ class _Recorder:
         self.observer = observer
         self.hypermodel = hypermodel
         self.metric = space.objectives[0].metric
+        self.deadline: float | None = None  # time.monotonic() at which the study's budget runs out
         chance = space.specs["train.chance_epochs"]
         self.train_defaults = TrainConfig(epochs=1, chance_epochs=chance.value if isinstance(chance, Fixed) else 0)
 
@@ -330,6 +341,7 @@ class _Recorder:
             records.TRAIN_SECONDS: round(watch.seconds, 3),
             records.PARAM_COUNT: int(model.count_params()) if model is not None else 0,
             records.HISTORY: history,
+            records.PRECISION: self.hypermodel.precision(self.hypermodel.config(watch.kt_trial.hyperparameters)),
         }
         values = history.get(self.metric)
         if watch.state == "complete" and not values:
@@ -410,8 +422,9 @@ def search(
 ) -> None:
     """Run the space's KerasTuner tuner until ``target`` trials of the study are complete or pruned.
 
-    The search also ends when the tuner itself is done (Hyperband's ``hyperband_iterations``), after ``timeout``
-    seconds, or when ``guard`` trips (``study.max_consecutive_failures`` failed trials in a row).
+    The search also ends when the tuner itself is done (Hyperband's ``hyperband_iterations``), when ``guard`` trips
+    (``study.max_consecutive_failures`` failed trials in a row), or when the ``timeout`` budget (seconds) runs out:
+    no trial starts after it, and the running one stops at its next epoch's end, recorded as pruned.
 
     ``build_fn`` (a builder of a built-in family's configuration) or ``hypermodel`` (a ``keras_tuner.HyperModel``
     for ``model.family: hypermodel``, used unchanged) replace the family's own builder.
@@ -427,10 +440,10 @@ def search(
     cap = space.max_epochs() if kind == "hyperband" else None
     model = SpaceHyperModel(space, data, build_fn, cap, user=hypermodel)
     recorder = _Recorder(study, storage, space, data, observer, model)
-    started = time.monotonic()
+    recorder.deadline = None if timeout is None else time.monotonic() + timeout
 
     def remaining() -> int:
-        if guard.tripped or (timeout is not None and time.monotonic() - started >= timeout):
+        if guard.tripped or (recorder.deadline is not None and time.monotonic() >= recorder.deadline):
             return 0
         return max(0, target - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))))
 
