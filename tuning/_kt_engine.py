@@ -383,9 +383,11 @@ class _Recording:
         self.oracle.max_trials = max(1, len(self.oracle.trials) + self.remaining())
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-        from tuning.training import release_memory
+        from tuning.training import _forget_custom_gradients
 
-        release_memory()
+        # KerasTuner clears the Keras session and collects garbage before each build; the toolkit adds what
+        # clear_session() misses (the previous trials' custom gradients, see tuning.training.release_memory).
+        _forget_custom_gradients()
         seed = _study.trial_seed(self.recorder.space.study.seed, int(trial.trial_id))
         keras.utils.set_random_seed(seed)
         watch = _TrialWatch(self.recorder, trial, seed)
