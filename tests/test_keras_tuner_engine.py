@@ -241,6 +241,12 @@ def test_ctrl_c_records_the_running_trial_as_interrupted_and_resume_reruns_it(
     assert trials[1].params == stopped.params  # KerasTuner retries the interrupted configuration first
     assert trials[1].user_attrs["keras_tuner_trial"]["id"] == stopped.user_attrs["keras_tuner_trial"]["id"]
 
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    statuses = [client.get_run(t.user_attrs[records.MLFLOW_RUN_ID]).info.status for t in trials]
+    assert statuses == ["KILLED", "FINISHED"]  # tracked as the Optuna engine's trials are
+
 
 @pytest.mark.slow
 def test_diverging_trials_fail_with_their_reason_and_the_guard_stops_the_search(
