@@ -349,3 +349,22 @@ def test_the_time_budget_stops_the_running_trial_at_an_epoch_end_as_pruned(workd
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs[records.REASON].endswith("the study's time budget ran out")
     assert 1 <= trial.user_attrs[records.EPOCHS] < 500 and len(trial.intermediate_values) == trial.user_attrs["epochs"]
+
+
+@pytest.mark.slow
+def test_hyperxception_runs_unchanged_under_the_keras_tuner_engine(workdir: Path) -> None:
+    """KerasTuner's own application, compiled with categorical cross-entropy: it gets one-hot labels here too."""
+    import keras_tuner
+
+    import tuning
+
+    space = _kt_space(name="xception", tuner="random", n_trials=1, epochs=1)
+    space["model"] = {"family": "hypermodel"}
+
+    study = tuning.run(space, hypermodel=keras_tuner.applications.HyperXception(input_shape=(28, 28, 1), classes=10),
+                       tracking=False)
+
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get(records.REASON)
+    assert {"activation", "kernel_size"} <= set(trial.params)  # its own hyperparameter names
+    assert 0.0 <= trial.value <= 1.0 and 0.0 <= trial.user_attrs[records.TEST_ACCURACY] <= 1.0
