@@ -105,6 +105,9 @@ def run(
     if target < 1:
         raise user_error("n_trials must be at least 1", received=target, fix="pass --n-trials 1 or more")
     name = study_name or space.study.name
+    if space.study.engine == "keras_tuner" and (n_jobs or 1) > 1:
+        raise user_error("the keras_tuner engine runs one trial at a time", received=f"n_jobs={n_jobs}",
+                         fix="leave out --n-jobs, or set study.engine: optuna")
     # Everything that can be checked is checked before anything is written.
     pruner = _study.make_pruner(space)
     _study.make_sampler(space, space.study.seed)  # checked now; seeded for this run once the study is loaded
@@ -154,17 +157,23 @@ def run(
             import_keras()  # before the budget's and the first trial's clocks, not inside them
             objective.deadline = None if budget is None else time.monotonic() + budget
             with _on_signals(_raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
-                study.optimize(
-                    objective,
-                    n_trials=None,
-                    timeout=budget,
-                    n_jobs=jobs,
-                    catch=(Exception,),
-                    callbacks=[
-                        optuna.study.MaxTrialsCallback(target, states=COUNTED_STATES), guard, _stop_if_signalled
-                    ],
-                    gc_after_trial=False,  # training releases memory itself, before each trial
-                )
+                if space.study.engine == "keras_tuner":
+                    from tuning import _kt_engine
+
+                    _kt_engine.search(study, storage_obj, space, dataset, observer, target=target,
+                                      timeout=budget, guard=guard, build_fn=build_fn, hypermodel=hypermodel)
+                else:
+                    study.optimize(
+                        objective,
+                        n_trials=None,
+                        timeout=budget,
+                        n_jobs=jobs,
+                        catch=(Exception,),
+                        callbacks=[
+                            optuna.study.MaxTrialsCallback(target, states=COUNTED_STATES), guard, _stop_if_signalled
+                        ],
+                        gc_after_trial=False,  # training releases memory itself, before each trial
+                    )
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -353,17 +362,23 @@ class _FailureGuard:
         self._lock = threading.Lock()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.record(trial):
+            study.stop()
+
+    def record(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Count a finished trial; true when this one trips the guard (the study must stop)."""
         with self._lock:
             if trial.state != TrialState.FAIL:
                 self.failures.clear()
-                return
+                return False
             reason = str(trial.user_attrs.get(records.REASON, "no reason recorded"))
             if reason == INTERRUPTED:
-                return
+                return False
             self.failures.append((trial.number, reason))
             if len(self.failures) >= self.limit and not self.tripped:
                 self.tripped = True
-                study.stop()
+                return True
+            return False
 
     def message(self) -> str:
         reasons = "\n".join(f"  trial {n}: {r}" for n, r in self.failures[-self.limit :])

@@ -251,6 +251,14 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
     stored = study.user_attrs.get(records.SPACE) or {}
     new = space.to_dict()
     changed = [k for k in ("data", "model", "train", "objective") if k in stored and stored.get(k) != new.get(k)]
+    before, now = _engine_of(stored.get("study")), _engine_of(new.get("study"))
+    if "study" in stored and before != now:  # KerasTuner's saved state would silently keep the old tuner
+        raise user_error(
+            f"study {study.study_name!r} already exists with {_engine_text(before)}; resuming it with "
+            f"{_engine_text(now)} would mix two searches",
+            received=f"study.engine: {now[0]}, study.tuner: {now[1]}",
+            fix="pass --study-name NEW to start a new study, or restore study.engine and study.tuner",
+        )
     if changed:
         raise user_error(
             f"study {study.study_name!r} already exists with a different {' and '.join(changed)} section; "
@@ -258,6 +266,16 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
             received=f"a space that changes {', '.join(changed)}",
             fix="pass --study-name NEW to start a new study, or restore the space the study was created with",
         )
+
+
+def _engine_of(study_section: Any) -> tuple[str, Any]:
+    """``(engine, tuner)`` of a stored or new ``study`` section (spaces stored before engines existed: Optuna)."""
+    section = study_section or {}
+    return section.get("engine", "optuna"), section.get("tuner")
+
+
+def _engine_text(engine: tuple[str, Any]) -> str:
+    return "the optuna engine" if engine[1] is None else f"the {engine[0]} engine and tuner {engine[1]}"
 
 
 def list_studies(url: str | None) -> list[dict[str, Any]]:

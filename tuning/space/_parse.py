@@ -24,6 +24,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from tuning import models
 from tuning.errors import SpaceError
+from tuning.records import MEASURED_OBJECTIVES
 from tuning.space import _schema as S
 from tuning.space._sections import DataSpec, Objective, StudySpec
 from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched
@@ -518,7 +519,9 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
             values[name] = checked
     if values.get("name") is None:
         values["name"] = Path(source).stem if source else "tuning"
-    sampler = _typed(raw.get("sampler", "tpe"), S.SAMPLERS, "study.sampler", errs)
+    kt = values.get("engine") == "keras_tuner"  # whose sampler may be null (removed), see _engine
+    sampler = _typed(raw.get("sampler") or "tpe" if kt else raw.get("sampler", "tpe"), S.SAMPLERS, "study.sampler",
+                     errs)
     pruner = _typed(raw.get("pruner", "median"), S.PRUNERS, "study.pruner", errs)
     if pruner is not None and len(objectives) > 1 and pruner["type"] != "none":
         if "pruner" in raw:
@@ -529,8 +532,63 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
     if sampler is not None and sampler["type"] == "grid":
         _check_grid(specs, errs)
     enqueue = _enqueue(raw.get("enqueue"), specs, keys, broken, errs, define_by_run)
+    tuner = _engine(raw, values, objectives, pruner, errs)
+    if tuner is not None:
+        sampler, pruner = {"type": "tpe"}, {"type": "none"}  # not used by KerasTuner (and not written back)
     return StudySpec(sampler=sampler or {"type": "tpe"}, pruner=pruner or {"type": "median"}, enqueue=enqueue,
-                     **values)
+                     tuner=tuner, **values)
+
+
+def _engine(raw: Mapping[str, Any], values: Mapping[str, Any], objectives: tuple[Objective, ...],
+            pruner: dict[str, Any] | None, errs: _Errors) -> dict[str, Any] | None:
+    """``study.tuner`` with every option checked, for ``engine: keras_tuner``; ``None`` for the Optuna engine.
+
+    The KerasTuner engine runs one trial at a time on one Keras metric, and has no sampler, pruner or baselines:
+    asking for one of those is an error naming the key, not a silent no-op.
+    """
+    if values.get("engine", "optuna") != "keras_tuner":
+        if "tuner" in raw:
+            errs.add("study.tuner", "a tuner is used only by the KerasTuner engine", received=raw["tuner"],
+                     fix="set study.engine: keras_tuner, or remove study.tuner (Optuna uses study.sampler)")
+        return None
+    if raw.get("sampler") is not None:  # null removes it: `--set study.sampler=null` switches a space over
+        errs.add("study.sampler", "the keras_tuner engine has no Optuna sampler", received=raw["sampler"],
+                 fix="choose the KerasTuner tuner with study.tuner (hyperband, random, bayesian) and remove "
+                     "the sampler (--set study.sampler=null), or set study.engine: optuna")
+    if "pruner" in raw and pruner is not None and pruner["type"] != "none":
+        errs.add("study.pruner", "the keras_tuner engine has no Optuna pruner (Hyperband stops trials itself)",
+                 received=raw["pruner"], fix="remove it (--set study.pruner=null), or set study.engine: optuna")
+    if raw.get("enqueue"):
+        errs.add("study.enqueue", "KerasTuner's tuners cannot run baseline configurations first",
+                 received=f"{len(raw['enqueue'])} {'entry' if len(raw['enqueue']) == 1 else 'entries'}",
+                 fix="remove them (--set study.enqueue=[]), or set study.engine: optuna")
+    if values.get("n_jobs", 1) > 1:
+        errs.add("study.n_jobs", "the keras_tuner engine runs one trial at a time", received=values["n_jobs"],
+                 fix="remove it (start several processes on one storage with the Optuna engine instead)")
+    if len(objectives) > 1:
+        errs.add("objective", "the keras_tuner engine optimizes one objective",
+                 received=[o.metric for o in objectives], fix="keep one objective, or set study.engine: optuna")
+    elif objectives and objectives[0].metric in MEASURED_OBJECTIVES:
+        errs.add("objective.metric", "the keras_tuner engine optimizes a metric Keras reports",
+                 received=objectives[0].metric, fix="use val_accuracy, val_loss, accuracy or loss")
+    tuner = _typed(raw.get("tuner", "hyperband"), S.TUNERS, "study.tuner", errs)
+    if tuner is None:
+        return {"type": "hyperband"}
+    options = S.TUNER_OPTIONS[tuner["type"]]
+    out: dict[str, Any] = {"type": tuner["type"]}
+    for name, key in options.items():
+        out[name] = key.default
+    for name, value in tuner.items():
+        path = f"study.tuner.{name}"
+        if name == "type":
+            continue
+        if name not in options:
+            _unknown(errs, path, name, list(options) or ["type"], where=f"the {tuner['type']} tuner's options")
+            continue
+        checked = scalar(options[name], value, path, errs)
+        if checked is not _BAD:
+            out[name] = checked
+    return out
 
 
 def _check_grid(specs: dict[str, AnySpec], errs: _Errors) -> None:

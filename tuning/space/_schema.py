@@ -78,6 +78,8 @@ METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "params", "train_seco
 DIRECTIONS = ("maximize", "minimize")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "patient", "none")
+ENGINES = ("optuna", "keras_tuner")
+TUNERS = ("hyperband", "random", "bayesian")
 
 SECTIONS = ("data", "model", "train", "objective", "study")
 
@@ -127,7 +129,9 @@ TRAIN: dict[str, Key] = {
 STUDY: dict[str, Key] = {
     "name": Key("str", None, searchable=False, nullable=True,
                 doc='study name; default the YAML file stem, or "tuning" for a dict'),
-    # "sampler", "pruner", "enqueue" have their own shapes: see _parse.
+    # "sampler", "pruner", "tuner", "enqueue" have their own shapes: see _parse.
+    "engine": Key("str", "optuna", choices=ENGINES, searchable=False,
+                  doc="who picks the configurations: Optuna's sampler and pruner, or a KerasTuner tuner"),
     "n_trials": Key("int", 20, low=1, searchable=False, doc="trials to run"),
     "timeout": Key("float", None, low=0, low_open=True, searchable=False, nullable=True,
                    doc="the study's budget in seconds: no trial starts after it, the running trial stops at its "
@@ -139,9 +143,26 @@ STUDY: dict[str, Key] = {
     "storage": Key("str", None, searchable=False, nullable=True,
                    doc="Optuna storage URL; default sqlite:///mlruns/optuna.db"),
 }
-STUDY_SPECIAL = ("sampler", "pruner", "enqueue")
-STUDY_ORDER = ("name", "sampler", "pruner", "n_trials", "timeout", "seed", "n_jobs", "max_consecutive_failures",
-               "storage", "enqueue")
+STUDY_SPECIAL = ("sampler", "pruner", "tuner", "enqueue")
+STUDY_ORDER = ("name", "engine", "sampler", "pruner", "tuner", "n_trials", "timeout", "seed", "n_jobs",
+               "max_consecutive_failures", "storage", "enqueue")
+
+#: The options of each KerasTuner tuner (``study.tuner``) under ``study.engine: keras_tuner``; the tuner's
+#: ``max_trials`` is ``n_trials``, its ``seed`` the study's, Hyperband's ``max_epochs`` ``train.epochs``' upper bound.
+TUNER_OPTIONS: dict[str, dict[str, Key]] = {
+    "hyperband": {
+        "factor": Key("int", 3, low=2, searchable=False, doc="reduction factor of epochs and models per bracket"),
+        "hyperband_iterations": Key("int", None, low=1, searchable=False, nullable=True,
+                                    doc="Hyperband iterations; null = repeat until n_trials"),
+    },
+    "random": {},
+    "bayesian": {
+        "num_initial_points": Key("int", None, low=1, searchable=False, nullable=True,
+                                  doc="random trials before the Gaussian process; null = 3 x parameters"),
+        "alpha": Key("float", 1e-4, low=0, low_open=True, searchable=False, doc="noise level of the process"),
+        "beta": Key("float", 2.6, low=0, searchable=False, doc="exploration factor of the upper confidence bound"),
+    },
+}
 
 #: Every searchable ``train`` key by its full path, in sampling order; a family's model keys come first.
 TRAIN_PARAM_KEYS: dict[str, Key] = {

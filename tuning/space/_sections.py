@@ -45,9 +45,13 @@ class StudySpec:
 
     ``sampler`` and ``pruner`` are ``{"type": name, **options}``; ``enqueue`` holds Optuna parameter dicts
     (per-layer lists already expanded to ``model.width.1``, ...), each validated against the space.
+    ``engine`` is ``optuna`` or ``keras_tuner``; ``tuner`` is ``{"type": name, **options}`` with every option
+    filled in under ``keras_tuner`` and ``None`` under ``optuna`` (whose ``sampler`` and ``pruner`` it replaces).
     """
 
     name: str = "tuning"
+    engine: str = "optuna"
+    tuner: dict[str, Any] | None = None
     sampler: dict[str, Any] = field(default_factory=lambda: {"type": "tpe"})
     pruner: dict[str, Any] = field(default_factory=lambda: {"type": "median"})
     n_trials: int = 20
@@ -59,11 +63,17 @@ class StudySpec:
     enqueue: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """The section as a plain dict (copies of the sampler, pruner and enqueued dicts)."""
+        """The section as a plain dict (copies of the sampler, pruner, tuner and enqueued dicts).
+
+        Only the chosen engine's keys are written: ``sampler`` and ``pruner``, or ``tuner``.
+        """
+        engine: dict[str, Any] = (
+            {"engine": self.engine, "tuner": dict(self.tuner)} if self.tuner is not None
+            else {"sampler": dict(self.sampler), "pruner": dict(self.pruner)}
+        )
         return {
             "name": self.name,
-            "sampler": dict(self.sampler),
-            "pruner": dict(self.pruner),
+            **engine,
             "n_trials": self.n_trials,
             "timeout": self.timeout,
             "seed": self.seed,

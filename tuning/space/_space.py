@@ -147,6 +147,20 @@ class SearchSpace:
         """
         return {name: s.distribution for name, s in _parse.parameter_names(self.specs).items()}
 
+    def max_epochs(self) -> int:
+        """The most epochs a trial trains: ``train.epochs``' upper bound (KerasTuner Hyperband's ``max_epochs``).
+
+        Example:
+            >>> SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": [2, 8, 4]}}).max_epochs()
+            8
+        """
+        spec = self.specs["train.epochs"]
+        if isinstance(spec, Fixed):
+            return int(spec.value)
+        assert isinstance(spec, Searched)
+        values = spec.grid_values()
+        return int(max(values) if values else spec.distribution.high)  # type: ignore[attr-defined]
+
     def to_dict(self) -> dict[str, Any]:
         """The normalised space (every default filled in) as plain JSON/YAML data; ``from_dict`` reads it back.
 
@@ -330,7 +344,15 @@ class SearchSpace:
         trials = f"{st.n_trials} trial{'s' if st.n_trials != 1 else ''}"
         extra = f", timeout {_fmt(st.timeout)} s" if st.timeout is not None else ""
         n_enq = len(st.enqueue)
-        lines.append(f"  study: sampler {st.sampler['type']}, pruner {st.pruner['type']}, {trials}{extra}, "
+        if st.tuner is not None:
+            options = [f"{k} {'null' if v is None else _fmt(v)}" for k, v in st.tuner.items() if k != "type"]
+            if st.tuner["type"] == "hyperband":  # train.epochs is then Hyperband's, not a parameter
+                options.append(f"max_epochs {self.max_epochs()} from train.epochs")
+            listed = f" ({', '.join(options)})" if options else ""
+            how = f"engine keras_tuner, tuner {st.tuner['type']}{listed}"
+        else:
+            how = f"sampler {st.sampler['type']}, pruner {st.pruner['type']}"
+        lines.append(f"  study: {how}, {trials}{extra}, "
                      f"seed {st.seed if st.seed is not None else 'random'}, "
                      f"{n_enq} enqueued configuration{'s' if n_enq != 1 else ''}")
         return "\n".join(lines)
