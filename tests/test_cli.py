@@ -18,6 +18,8 @@ import yaml
 from conftest import ROOT, subprocess_env, tiny_space
 from optuna.trial import TrialState
 
+from tuning import records
+
 HEAVY = ("tensorflow", "keras", "mlflow")
 SCRIPT = Path(sys.executable).parent / "tuning"
 
@@ -139,7 +141,7 @@ def test_run_resume_and_studies(tmp_path: Path, mnist_dir: str | None) -> None:
     counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(trials) == len(counted) == 5
     assert [(t.params, t.values, t.datetime_start, t.state) for t in trials[:3]] == before
-    assert study.user_attrs["space"]["train"]["batch_size"] == 32  # --set reached the study
+    assert records.study_space(study)["train"]["batch_size"] == 32  # --set reached the study
     assert trials[1].state == TrialState.PRUNED  # learning rate 1e-5 against the median of trial 0
 
     listed = tuning_cmd("studies", "--storage", storage, cwd=tmp_path)

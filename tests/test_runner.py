@@ -43,7 +43,7 @@ def test_run_records_every_trial(workdir: Path) -> None:
     trials = loaded.get_trials()
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert loaded.user_attrs[records.OBJECTIVES] == ["val_accuracy"]
-    assert loaded.user_attrs[records.SPACE]["model"]["family"] == "mlp"
+    assert records.study_space(loaded)["model"]["family"] == "mlp"
     seeds = set()
     for t in trials:
         attrs = t.user_attrs

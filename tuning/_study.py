@@ -224,9 +224,23 @@ def create_or_load(space: SearchSpace, storage: Any, name: str, sampler: Any, pr
             )
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        study.set_user_attr(records.SPACE, space.to_dict())
-        study.set_user_attr(records.OBJECTIVES, [o.metric for o in space.objectives])
+        record_space(study, space)
     return study
+
+
+def record_space(study: optuna.Study, space: SearchSpace) -> None:
+    """Record the space on a new study: the objective names where Optuna's tools read them, the resolved space
+    (its storage password masked) as a system attribute, and only its short hash among the user attributes.
+
+    ``optuna studies`` and optuna-dashboard print every user attribute: the whole space (about 3,000
+    characters) made each row unreadable. Resume checks read it back with :func:`records.study_space`.
+    """
+    metrics = [o.metric for o in space.objectives]
+    study.set_metric_names(metrics)  # optuna-dashboard and the optuna CLI label the objective with it
+    resolved = records.without_password(space.to_dict())
+    study._storage.set_study_system_attr(study._study_id, records.SPACE_SYSTEM_ATTR, resolved)
+    study.set_user_attr(records.SPACE_HASH, records.space_hash(resolved))
+    study.set_user_attr(records.OBJECTIVES, metrics)
 
 
 def _exists(storage: Any, name: str) -> bool:
@@ -248,7 +262,7 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
             received=directions,
             fix="use the same objective to resume it, or --study-name NEW for a new study",
         )
-    stored = study.user_attrs.get(records.SPACE) or {}
+    stored = records.study_space(study) or {}
     new = space.to_dict()
     changed = [k for k in ("data", "model", "train", "objective") if k in stored and stored.get(k) != new.get(k)]
     before, now = _engine_of(stored.get("study")), _engine_of(new.get("study"))
