@@ -26,7 +26,7 @@ def _create(tmp_path: Path, **overrides: object) -> optuna.Study:
 
 
 def test_objective_is_named_and_rows_stay_short(tmp_path: Path) -> None:
-    study = _create(tmp_path, study={"storage": f"postgresql://tuner:{PASSWORD}@db.example.com/optuna"})
+    _create(tmp_path, study={"storage": f"postgresql://tuner:{PASSWORD}@db.example.com/optuna"})
     loaded = optuna.load_study(study_name="tools", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
 
     assert loaded.metric_names == ["val_accuracy"]  # not "Objective 0" in optuna-dashboard
