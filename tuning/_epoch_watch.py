@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import keras
+
+from tuning.records import COMPLETE, FAILED, PRUNED
 
 if TYPE_CHECKING:
     from tuning.space import TrainConfig
@@ -20,15 +22,27 @@ CHANCE_MARGIN = 0.02  # accuracy within this of the majority-class rate counts a
 class EpochWatch(keras.callbacks.Callback):
     """Records each epoch's metrics and stops training that diverged, sits at chance level, or is pruned."""
 
-    def __init__(self, train: TrainConfig, chance: float, on_epoch: EpochHook | None) -> None:
+    def __init__(
+        self,
+        train: TrainConfig,
+        chance: float,
+        on_epoch: EpochHook | None,
+        on_train_begin: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
+        self._on_train_begin = on_train_begin
         self.train_config = train
         self.chance = chance
         self.on_epoch = on_epoch
         self.history: dict[str, list[float]] = {}
-        self.state = "complete"
+        self.state = COMPLETE
         self.reason: str | None = None
         self._started = 0.0
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        """Keras has drawn its seeds (weights, dropout, shuffling) by now: ``on_train_begin`` is called."""
+        if self._on_train_begin is not None:
+            self._on_train_begin()
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self._started = time.perf_counter()
@@ -43,7 +57,7 @@ class EpochWatch(keras.callbacks.Callback):
         number = epoch + 1
         loss = logs.get("loss", 0.0)
         if not math.isfinite(loss):
-            self._stop("failed", f"the loss became {loss} at epoch {number}: the model diverged "
+            self._stop(FAILED, f"the loss became {loss} at epoch {number}: the model diverged "
                                  "(a lower learning rate usually helps)")
             return
         accuracy = logs.get("val_accuracy")
@@ -53,14 +67,14 @@ class EpochWatch(keras.callbacks.Callback):
             and number >= self.train_config.chance_epochs
             and accuracy <= self.chance + CHANCE_MARGIN
         ):
-            self._stop("pruned", f"not learning: val_accuracy {accuracy:.4f} is still at chance level "
+            self._stop(PRUNED, f"not learning: val_accuracy {accuracy:.4f} is still at chance level "
                                  f"({self.chance:.4f}) after {number} epochs")
         if self.on_epoch is not None:
             reason = self.on_epoch(number, logs)
-            if reason and self.state == "complete":
-                self._stop("pruned", reason)
+            if reason and self.state == COMPLETE:
+                self._stop(PRUNED, reason)
 
     def _stop(self, state: str, reason: str) -> None:
-        if self.state == "complete":
+        if self.state == COMPLETE:
             self.state, self.reason = state, reason
         self.model.stop_training = True

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from tuning.space import SearchSpace, TrialConfig
 
-_STYLE = {"complete": "green", "pruned": "yellow", "failed": "red", "interrupted": "red"}
+_STYLE = {records.COMPLETE: "green", records.PRUNED: "yellow", records.FAILED: "red", records.INTERRUPTED: "red"}
 
 
 class ProgressDisplay(StudyObserver):
@@ -60,8 +60,9 @@ class ProgressDisplay(StudyObserver):
                 if t.state == TrialState.COMPLETE and t.value is not None:
                     self._update_best(t.value, t.number)
         if done:
-            done_text = f"{len(done)} of {self.n_trials} trials done"
-            self.console.print(f"Resuming study [bold]{study.study_name}[/]: {done_text}.")
+            from tuning._runner import resume_message
+
+            self.console.print(resume_message(study.study_name, len(done), self.n_trials), markup=False)
         self.task = self.progress.add_task(study.study_name, total=self.n_trials, completed=len(done), status="")
         self.progress.start()
 
@@ -92,7 +93,7 @@ class ProgressDisplay(StudyObserver):
             f"trial {trial.number:>3}  [{style}]{outcome.state:<11}[/]  {result}{best}{epochs_text}  {seconds:.1f} s",
             highlight=False,
         )
-        if outcome.state in ("complete", "pruned"):
+        if outcome.state in (records.COMPLETE, records.PRUNED):
             self.progress.advance(self.task)
         self.progress.update(self.task, status="")
 
@@ -101,8 +102,5 @@ class ProgressDisplay(StudyObserver):
 
     def _update_best(self, value: float, number: int) -> None:
         with self._lock:
-            better = self.best is None or (
-                value > self.best[0] if self.directions[0] == "maximize" else value < self.best[0]
-            )
-            if better:
+            if records.improves(value, self.best[0] if self.best else None, self.directions[0] == "maximize"):
                 self.best = (value, number)

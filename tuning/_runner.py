@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -58,9 +59,12 @@ def run(
     tracking: bool = True,
     tracking_uri: str | None = None,
     keep_models: bool = False,
+    register_model: str | None = None,
     observers: Sequence[StudyObserver] = (),
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    verbose: bool = True,
 ) -> optuna.Study:
     """Run (or resume) the study a search space describes and return it.
 
@@ -82,12 +86,18 @@ def run(
             ``model`` section is ``{family: hypermodel}``); its ``hp`` values are drawn by each Optuna trial.
         data: arrays ``(x_train, y_train, x_test, y_test)``, a mapping with those keys, or a
             :class:`tuning.data.Dataset`, used instead of the ``data`` section's data set.
+        data_dir: a folder holding ``<dataset>.npz``, looked in instead of ``$TUNING_DATA_DIR``.
         n_jobs: trials run at once in threads (default: ``study.n_jobs``).
         tracking: track every trial in MLflow (imports MLflow only when true).
         tracking_uri: MLflow tracking URI (default: ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns/mlflow.db``).
-        keep_models: keep every trial's model in MLflow, not only the best one.
+        keep_models: log every complete trial's model as an MLflow model, not only the best one.
+        register_model: register the study's best model under this name in the MLflow model registry when
+            the study ends (needs tracking). Without tracking, the best model is kept in
+            ``mlruns/models/<study>/best_model.keras`` instead.
         observers: extra :class:`StudyObserver` hooks (a progress display, your own logging, ...).
         heartbeat_interval, grace_period: seconds; see ``tuning._study.HEARTBEAT_INTERVAL``.
+        verbose: say on standard error how many trials a resumed study holds and how many will run, and
+            where an untracked study's best model is (the command line shows its own progress instead).
 
     Returns:
         The Optuna study, loaded from its storage.
@@ -108,12 +118,16 @@ def run(
     if space.study.engine == "keras_tuner" and (n_jobs or 1) > 1:
         raise user_error("the keras_tuner engine runs one trial at a time", received=f"n_jobs={n_jobs}",
                          fix="leave out --n-jobs, or set study.engine: optuna")
+    if register_model is not None and not tracking:
+        raise user_error(
+            "registering the best model needs MLflow tracking", received=f"register_model={register_model!r} "
+            "with tracking off", fix="drop --no-tracking, or drop --register-model",
+        )
     # Everything that can be checked is checked before anything is written.
     pruner = _study.make_pruner(space)
-    _study.make_sampler(space, space.study.seed)  # checked now; seeded for this run once the study is loaded
     url = _study.resolve_storage_url(storage or space.study.storage)
     hypermodel = _hypermodel_of(space, hypermodel, build_fn)
-    dataset = _load_data(space, data)
+    dataset = _load_data(space, data, data_dir)
     heartbeat = {
         "heartbeat_interval": heartbeat_interval or _study.HEARTBEAT_INTERVAL,
         "grace_period": grace_period or _study.GRACE_PERIOD,
@@ -121,22 +135,32 @@ def run(
     # A database server is reached before the tracking location is created, a local SQLite file is created
     # after it: whichever of the two is unusable, the other has written nothing.
     local = url.startswith("sqlite")
-    storage_obj = None if local else _study.open_storage(url, **heartbeat)
+    storage_obj = None if local and not _study.sqlite_file_exists(url) else _study.open_storage(url, **heartbeat)
+    # Seeded with the study seed moved on by the trials the study already holds, built (and checked) once.
+    existing = 0 if storage_obj is None else _study.count_trials(storage_obj, name)
+    sampler = _study.make_sampler(space, _study.sampler_seed(space.study.seed, existing))
     hooks: list[StudyObserver] = list(observers)
+    tracker = keeper = None
     if tracking:
         from tuning.tracking import MlflowTracker
 
-        tracker = MlflowTracker(tracking_uri, keep_models=keep_models, storage_url=url)
+        tracker = MlflowTracker(
+            tracking_uri, keep_models=keep_models, storage_url=url, register_model=register_model,
+            input_example=dataset.x_val[:3], model_metadata=dataset.input_description(),
+        )
         tracker.check()
         hooks.insert(0, tracker)
+    else:
+        from tuning._best_model import BestModelKeeper
+
+        keeper = BestModelKeeper(dataset.input_description())
+        hooks.insert(0, keeper)
     if storage_obj is None:
         storage_obj = _study.open_storage(url, **heartbeat)
-    study = _study.create_or_load(space, storage_obj, name, None, pruner)
+    study = _study.create_or_load(space, storage_obj, name, sampler, pruner)
     recovered = _recovery.recover_dead_workers(study)  # trials a killed process left RUNNING: failed, re-run once
-    if recovered and tracking:
+    if recovered and tracker is not None:
         _recovery.end_dead_runs(tracker.tracking_uri, recovered)
-    existing = len(study.get_trials(deepcopy=False))
-    study.sampler = _study.make_sampler(space, _study.sampler_seed(space.study.seed, existing))
     for params in space.enqueued():
         study.enqueue_trial(params, skip_if_exists=True)
 
@@ -147,6 +171,8 @@ def run(
     user_code = build_fn is not None or hypermodel is not None
     guard = _FailureGuard(space.study.max_consecutive_failures, user_code=user_code)
     done = _count(study)
+    if verbose and done:
+        print(resume_message(study.study_name, done, target), file=sys.stderr)
     interrupted = False
     observer.study_started(study, space)
     try:
@@ -182,7 +208,26 @@ def run(
             observer.study_finished(study, interrupted)
     if guard.tripped:
         raise TooManyFailuresError(guard.message())
+    if verbose and keeper is not None and keeper.path is not None and keeper.path.exists():
+        print(f"Best model: {keeper.path} (keras.saving.load_model; see best_model.json)", file=sys.stderr)
     return study
+
+
+def resume_message(study_name: str, done: int, target: int) -> str:
+    """What a run says when its study already holds finished trials.
+
+    Example:
+        >>> resume_message("mnist_quick", 5, 5)
+        "Resuming study 'mnist_quick': 5 of 5 trials done, nothing to run (raise n_trials or pick a new study_name)."
+        >>> resume_message("mnist_quick", 2, 5)
+        "Resuming study 'mnist_quick': 2 of 5 trials done, running 3 more."
+    """
+    if done >= target:
+        return (
+            f"Resuming study {study_name!r}: {done} of {target} trials done, nothing to run "
+            "(raise n_trials or pick a new study_name)."
+        )
+    return f"Resuming study {study_name!r}: {done} of {target} trials done, running {target - done} more."
 
 
 def _count(study: optuna.Study) -> int:
@@ -208,13 +253,13 @@ def _hypermodel_of(space: SearchSpace, given: Any, build_fn: Any) -> Any:
     return bridge.as_hypermodel(given) if given is not None else bridge.for_space(space)
 
 
-def _load_data(space: SearchSpace, data: Any) -> Dataset:
+def _load_data(space: SearchSpace, data: Any, data_dir: str | os.PathLike | None) -> Dataset:
     from tuning import data as data_module
 
     if isinstance(data, data_module.Dataset):
         return data
     if data is None:
-        return data_module.load_spec(space.data)
+        return data_module.load_spec(space.data, data_dir=data_dir)
     spec = space.data
     return data_module.from_arrays(
         data,
@@ -244,6 +289,10 @@ class _Objective:
         single = len(self.metrics) == 1 and self.metrics[0] not in records.MEASURED_OBJECTIVES
         self.reported = self.metrics[0] if single else None
         self.pruner_name = space.study.pruner["type"]
+        objective = space.objectives[0]
+        keras_metric = objective.metric not in records.MEASURED_OBJECTIVES
+        # train.early_stopping watches the objective (val_loss when the objective is not a Keras metric).
+        self.monitor = (objective.metric, objective.direction) if keras_metric else ("val_loss", "minimize")
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         from tuning.training import train
@@ -263,7 +312,7 @@ class _Objective:
         try:
             result = train(
                 config, self.data, seed=seed, on_epoch=self._epoch_hook(trial), build_fn=build_fn, fit_fn=fit_fn,
-                exclusive=self.n_jobs == 1,
+                exclusive=self.n_jobs == 1, monitor=self.monitor,
             )
         except KeyboardInterrupt:
             self._finish(trial, TrialOutcome(INTERRUPTED, reason=INTERRUPTED))
@@ -282,10 +331,10 @@ class _Objective:
         }
         if result.test_accuracy is not None:
             attrs[records.TEST_ACCURACY] = result.test_accuracy
-        if result.state == "failed":
+        if result.state == FAILED:
             self._finish(trial, TrialOutcome(FAILED, reason=result.reason, history=result.history, user_attrs=attrs))
             raise NotLearningError(result.reason)
-        if result.state == "pruned":
+        if result.state == PRUNED:
             self._finish(trial, TrialOutcome(PRUNED, reason=result.reason, history=result.history, user_attrs=attrs))
             raise optuna.TrialPruned(result.reason)
         values = [result.metric(m) for m in self.metrics]

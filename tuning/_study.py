@@ -72,6 +72,25 @@ def resolve_storage_url(url: str | None) -> str:
     return url
 
 
+def absolute_url(url: str) -> str:
+    """The storage URL with a relative SQLite path made absolute: it then means something on a tracking server.
+
+    Example:
+        >>> import os
+        >>> absolute_url("sqlite:///mlruns/optuna.db") == f"sqlite:///{os.path.abspath('mlruns/optuna.db')}"
+        True
+        >>> absolute_url("postgresql://u@db/optuna")
+        'postgresql://u@db/optuna'
+    """
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    path, _, query = url[len(prefix):].partition("?")
+    if not path or path == ":memory:" or os.path.isabs(path):
+        return url
+    return prefix + os.path.abspath(path) + (f"?{query}" if query else "")
+
+
 def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> Any:
     """Open an Optuna RDB storage with heartbeats, so trials of a killed worker are failed and retried once.
 
@@ -236,11 +255,28 @@ def record_space(study: optuna.Study, space: SearchSpace) -> None:
     characters) made each row unreadable. Resume checks read it back with :func:`records.study_space`.
     """
     metrics = [o.metric for o in space.objectives]
-    study.set_metric_names(metrics)  # optuna-dashboard and the optuna CLI label the objective with it
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(metrics)  # optuna-dashboard and the optuna CLI label the objective with it
     resolved = records.without_password(space.to_dict())
     study._storage.set_study_system_attr(study._study_id, records.SPACE_SYSTEM_ATTR, resolved)
     study.set_user_attr(records.SPACE_HASH, records.space_hash(resolved))
     study.set_user_attr(records.OBJECTIVES, metrics)
+
+
+def count_trials(storage: Any, name: str) -> int:
+    """How many trials (any state) study ``name`` holds; 0 when there is no such study."""
+    if not _exists(storage, name):
+        return 0
+    return len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+
+
+def sqlite_file_exists(url: str) -> bool:
+    """Whether a SQLite storage URL names a file that exists (opening it then creates nothing)."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return bool(database) and database != ":memory:" and Path(database).exists()
 
 
 def _exists(storage: Any, name: str) -> bool:
@@ -321,6 +357,7 @@ def list_studies(url: str | None) -> list[dict[str, Any]]:
             "pruned": count[TrialState.PRUNED],
             "failed": count[TrialState.FAIL],
             "running": count[TrialState.RUNNING],
+            "waiting": count[TrialState.WAITING],
             "best_value": best_value,
             "best_trial": best_trial,
         })

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tune Keras models with Optuna from a declarative search space; track every trial in MLflow.",
         epilog="Results land in ./mlruns by default (Optuna: mlruns/optuna.db, MLflow: mlruns/mlflow.db).",
     )
+    from tuning import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run or resume the study a space file describes")
@@ -45,12 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--study-name", help="default: study.name, else the space file's name")
     _set_option(run)
     run.add_argument("--n-jobs", type=int, help="trials at once, in threads (default: study.n_jobs)")
-    run.add_argument("--data-dir", help="folder holding <dataset>.npz (sets $TUNING_DATA_DIR)")
+    run.add_argument("--data-dir", help="folder holding <dataset>.npz (instead of $TUNING_DATA_DIR)")
     run.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db)"
     )
     run.add_argument("--no-tracking", action="store_true", help="do not track in MLflow (MLflow is not imported)")
-    run.add_argument("--keep-models", action="store_true", help="log every trial's model to MLflow, not only the best")
+    run.add_argument(
+        "--keep-models", action="store_true", help="log every trial's model as an MLflow model, not only the best"
+    )
+    run.add_argument(
+        "--register-model", metavar="NAME", help="register the study's best model in the MLflow model registry"
+    )
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     validate = sub.add_parser("validate", help="check a space file and print its parameters")
@@ -165,8 +173,6 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from tuning._runner import run
 
     space = _load_space(args)
-    if args.data_dir:
-        os.environ["TUNING_DATA_DIR"] = args.data_dir
     for name, value in (("--n-trials", args.n_trials), ("--n-jobs", args.n_jobs)):
         if value is not None and value < 1:
             from tuning.errors import user_error
@@ -189,7 +195,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         tracking=not args.no_tracking,
         tracking_uri=args.tracking_uri,
         keep_models=args.keep_models,
+        register_model=args.register_model,
         observers=observers,
+        data_dir=args.data_dir,
+        verbose=False,  # the progress display says it (and --quiet silences it)
     )
     _print_summary(study, console, tracking=not args.no_tracking, tracking_uri=args.tracking_uri)
     return 0
@@ -219,9 +228,29 @@ def _print_summary(study: optuna.Study, console: Console, *, tracking: bool, tra
         for key, value in best.params.items():
             shown = f"{value:.6g}" if isinstance(value, float) else value  # 0.30000000000000004 → 0.3
             console.print(f"  {key}: {shown}", highlight=False)
+    _print_model(study, console, tracking=tracking)
     console.print(f"Report:   tuning report {study.study_name}")
     if tracking and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         console.print("MLflow:   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
+
+
+def _print_model(study: optuna.Study, console: Console, *, tracking: bool) -> None:
+    """Where the best model is: an MLflow model (and its registry version), or a file when tracking is off."""
+    from tuning import records
+
+    if tracking:
+        uri = study.user_attrs.get(records.MLFLOW_BEST_MODEL)
+        if uri:
+            console.print(f"Model:    {uri}  (mlflow.pyfunc.load_model; float32 images scaled to [0, 1])")
+        registered = study.user_attrs.get(records.MLFLOW_REGISTERED)
+        if registered:
+            console.print(f"Registry: {registered}")
+        return
+    from tuning._best_model import best_model_path
+
+    path = best_model_path(study.study_name)
+    if path.exists():
+        console.print(f"Model:    {path}  (keras.saving.load_model; what it expects: {path.with_suffix('.json')})")
 
 
 def _cmd_studies(args: argparse.Namespace, console: Console) -> int:
@@ -235,9 +264,18 @@ def _cmd_studies(args: argparse.Namespace, console: Console) -> int:
 
     columns = list(rows[0])
     table = Table(*(c.replace("_", " ") for c in columns))
+    table.columns[0].no_wrap = True
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
-    console.print(table)
+    # At its natural width: a study name is never cut, whatever the terminal's (or a pipe's 80) columns.
+    from rich.measure import Measurement
+
+    width = console.width
+    console.width = max(width, Measurement.get(console, console.options.update(width=100_000), table).maximum)
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
     return 0
 
 

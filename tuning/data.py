@@ -32,6 +32,10 @@ from tuning._defaults import DATA_DIR_ENV
 from tuning.errors import DataError
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+#: How raw images become model inputs (:func:`_images`); a model trained here expects exactly this.
+PREPROCESSING = (
+    "float32 pixel values scaled to [0, 1] (raw uint8 pixels divided by 255), with a trailing channel axis"
+)
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -55,6 +59,23 @@ class Dataset:
     def num_classes(self) -> int:
         """Output units: the largest label in any split plus one (a small train_size may miss a class)."""
         return int(max(y.max() for y in (self.y_train, self.y_val, self.y_test) if len(y)) + 1)
+
+    def input_description(self) -> dict[str, Any]:
+        """What a model trained on this data set expects and returns, for the model's metadata and its users.
+
+        Example:
+            >>> x = np.zeros((20, 28, 28), "uint8"); y = np.arange(20) % 10
+            >>> from_arrays((x, y, x[:5], y[:5])).input_description()["input_shape"]
+            [-1, 28, 28, 1]
+        """
+        return {
+            "dataset": self.name,
+            "input_shape": [-1, *self.input_shape],
+            "input_dtype": "float32",
+            "preprocessing": PREPROCESSING,
+            "output": f"{self.num_classes} class probabilities (softmax); the predicted label is their argmax",
+            "classes": self.num_classes,
+        }
 
     @property
     def chance_accuracy(self) -> float:
@@ -132,18 +153,20 @@ def load(
     validation_split: float = 0.1,
     test_size: int | None = None,
     seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Load a named data set from a local ``.npz`` (``path``, then ``$TUNING_DATA_DIR``) or from Keras.
+    """Load a named data set from a local ``.npz`` (``path``, then ``data_dir`` or else ``$TUNING_DATA_DIR``)
+    or from Keras.
 
     Example:
         >>> ds = load("mnist", path="../shared/datasets", train_size=500)  # doctest: +SKIP
-        >>> ds.x_train.shape
+        >>> ds.x_train.shape  # doctest: +SKIP
         (450, 28, 28, 1)
 
     Raises:
         DataError: the data cannot be found, read or downloaded; the message lists where it looked.
     """
-    arrays = _read(dataset, path)
+    arrays = _read(dataset, path, data_dir)
     return from_arrays(
         arrays,
         name=dataset,
@@ -154,11 +177,15 @@ def load(
     )
 
 
-def load_spec(spec: Any) -> Dataset:
-    """Load the data described by a space's ``data`` section (a :class:`tuning.space.DataSpec`)."""
+def load_spec(spec: Any, *, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load the data described by a space's ``data`` section (a :class:`tuning.space.DataSpec`).
+
+    ``data_dir`` is looked in instead of ``$TUNING_DATA_DIR`` (the command line's ``--data-dir``).
+    """
     return load(
         spec.dataset,
         path=spec.path,
+        data_dir=data_dir,
         train_size=spec.train_size,
         validation_split=spec.validation_split,
         test_size=spec.test_size,
@@ -166,7 +193,7 @@ def load_spec(spec: Any) -> Dataset:
     )
 
 
-def _read(dataset: str, path: str | os.PathLike | None) -> dict[str, np.ndarray]:
+def _read(dataset: str, path: str | os.PathLike | None, data_dir: str | os.PathLike | None) -> dict[str, np.ndarray]:
     looked: list[str] = []
     candidates: list[Path] = []
     if path is not None:
@@ -177,7 +204,7 @@ def _read(dataset: str, path: str | os.PathLike | None) -> dict[str, np.ndarray]
                 f"data.path does not exist. Received: {path} (looked for {candidates[-1]}). "
                 f"Fix: point data.path at an .npz file with {', '.join(_KEYS)}, or at a folder holding {dataset}.npz."
             )
-    env_dir = os.environ.get(DATA_DIR_ENV)
+    env_dir = data_dir or os.environ.get(DATA_DIR_ENV)
     if env_dir:
         candidates.append(Path(env_dir).expanduser() / f"{dataset}.npz")
     for candidate in candidates:

@@ -22,14 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tuning.records import COMPLETE, FAILED, INTERRUPTED, PRUNED  # noqa: F401  (an outcome's states, re-exported)
+
 if TYPE_CHECKING:
     import optuna
 
     from tuning.space import SearchSpace, TrialConfig
 
 log = logging.getLogger(__name__)
-
-COMPLETE, PRUNED, FAILED, INTERRUPTED = "complete", "pruned", "failed", "interrupted"
 
 
 @dataclass

@@ -26,6 +26,8 @@ Study user attributes (``study.user_attrs``):
 ``objectives``         the objective metric names, in order (``["val_accuracy"]``)
 ``mlflow_run_id``      the study's parent MLflow run, when tracking is on
 ``mlflow_experiment``  the MLflow experiment name holding it
+``mlflow_best_model``  ``models:/<id>``: the best trial's MLflow model (``mlflow.pyfunc.load_model``)
+``mlflow_registered``  ``models:/NAME/VERSION``: the registry version the last ``--register-model`` created
 =====================  ==========================================================================
 
 Study system attributes (``storage.get_study_system_attrs``), kept out of ``optuna studies`` rows:
@@ -48,8 +50,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+# How a trial ended (or stands), in every table, tag and line the toolkit writes.
+COMPLETE = "complete"
+PRUNED = "pruned"
+FAILED = "failed"
+INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: recorded in Optuna as a failed trial with this reason
+RUNNING = "running"
+WAITING = "waiting"  # enqueued, not started
+#: Optuna's ``TrialState`` names to the toolkit's state names.
+OPTUNA_STATES = {"COMPLETE": COMPLETE, "PRUNED": PRUNED, "FAIL": FAILED, "RUNNING": RUNNING, "WAITING": WAITING}
 
 # Trial user attributes.
 EPOCHS = "epochs"
@@ -67,6 +80,8 @@ WORKER = "worker"
 SPACE_HASH = "space_hash"
 OBJECTIVES = "objectives"
 MLFLOW_EXPERIMENT = "mlflow_experiment"
+MLFLOW_BEST_MODEL = "mlflow_best_model"
+MLFLOW_REGISTERED = "mlflow_registered"
 
 # Study system attributes.
 SPACE_SYSTEM_ATTR = "tuning:space"
@@ -77,6 +92,17 @@ SPACE_SECTIONS = ("data", "model", "train", "objective")
 
 # Objective names that are not Keras metrics but measured by the toolkit.
 MEASURED_OBJECTIVES = {"params": PARAM_COUNT, "train_seconds": TRAIN_SECONDS}
+
+
+def state_name(trial: Any) -> str:
+    """The toolkit's name of a trial's Optuna state: ``complete``, ``pruned``, ``failed``, ``running``, ``waiting``.
+
+    Example:
+        >>> import optuna
+        >>> state_name(optuna.trial.create_trial(value=1.0))
+        'complete'
+    """
+    return OPTUNA_STATES.get(trial.state.name, trial.state.name.lower())
 
 
 def study_space(study: Any) -> dict[str, Any] | None:
@@ -117,3 +143,36 @@ def without_password(space: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(study, dict) and isinstance(study.get("storage"), str):
         study["storage"] = redact_url(study["storage"])
     return copy
+
+
+def improves(value: float | None, best: float | None, maximize: bool) -> bool:
+    """Whether ``value`` beats ``best`` (None or NaN: nothing yet) in the objective's direction.
+
+    Example:
+        >>> improves(0.9, 0.8, maximize=True), improves(0.9, 0.8, maximize=False), improves(0.5, None, True)
+        (True, False, True)
+    """
+    if value is None or math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value > best if maximize else value < best
+
+
+def best_so_far(values: Iterable[float | None], maximize: bool) -> list[float]:
+    """The running best of ``values`` (one objective, trials in order; None or NaN for trials without a value).
+
+    Entries before the first value are NaN. The one definition the runner, tracking, progress display and
+    reports share.
+
+    Example:
+        >>> best_so_far([None, 0.5, 0.4, 0.7, float("nan")], maximize=True)
+        [nan, 0.5, 0.5, 0.7, 0.7]
+    """
+    running: list[float] = []
+    best = math.nan
+    for value in values:
+        if improves(value, best, maximize):
+            best = float(value)  # type: ignore[arg-type]
+        running.append(best)
+    return running

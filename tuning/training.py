@@ -16,12 +16,14 @@ Example:
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tuning import records
 from tuning._keras import import_keras
 from tuning._precision import resolve as resolve_precision
 from tuning.errors import ConfigurationError
@@ -120,12 +122,18 @@ def train(
     fit_fn: FitFn | None = None,
     evaluate_test: bool = True,
     exclusive: bool = True,
+    monitor: tuple[str, str] = ("val_loss", "minimize"),
 ) -> TrainResult:
     """Build and train one configuration on ``data``; see the module docstring.
 
     A model compiled by ``build_fn`` keeps its own optimizer and loss; an uncompiled one is compiled from
     ``config.train``. A model compiled with ``categorical_crossentropy`` (as KerasTuner's ``HyperXception`` and
     ``HyperResNet`` are) gets one-hot labels.
+
+    ``seed`` alone decides the initial weights, dropout masks and batch order, also while other threads train
+    (``exclusive=False``): seeding, building and the start of ``fit`` (where Keras draws its shuffling seed)
+    take one process-wide lock, held until the first epoch begins. ``monitor`` is the metric and direction
+    ``train.early_stopping`` watches: the study's objective.
 
     Raises:
         ConfigurationError: the configuration cannot be built (the trial fails with this reason).
@@ -136,35 +144,39 @@ def train(
     from tuning.models import build_model
 
     release_memory(clear_session=exclusive)
-    keras.utils.set_random_seed(seed)
-    precision = resolve_precision(config.train.precision)[0]
-    keras.mixed_precision.set_dtype_policy(precision)
-    if build_fn is not None:
-        model = build_fn(config)
-    else:
-        model = build_model(config.model, data.input_shape, data.num_classes, config.train.augmentation)
-    if not getattr(model, "compiled", False):
-        steps = -(-len(data.x_train) // config.train.batch_size)
-        model.compile(
-            optimizer=make_optimizer(config.train, steps_per_epoch=steps),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+    seeding = _SeedingLock()
+    try:
+        keras.utils.set_random_seed(seed)
+        precision = resolve_precision(config.train.precision)[0]
+        keras.mixed_precision.set_dtype_policy(precision)
+        if build_fn is not None:
+            model = build_fn(config)
+        else:
+            model = build_model(config.model, data.input_shape, data.num_classes, config.train.augmentation)
+        if not getattr(model, "compiled", False):
+            steps = -(-len(data.x_train) // config.train.batch_size)
+            model.compile(
+                optimizer=make_optimizer(config.train, steps_per_epoch=steps),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+        watch = EpochWatch(config.train, data.chance_accuracy, on_epoch, on_train_begin=seeding.release)
+        x_train, y_train, x_val, y_val, x_test, y_test = _as_tensors(data)
+        if _wants_one_hot(model):
+            y_train, y_val, y_test = (keras.ops.one_hot(y, data.num_classes) for y in (y_train, y_val, y_test))
+        start = time.perf_counter()
+        returned = (fit_fn or _fit)(
+            model,
+            x_train,
+            y_train,
+            batch_size=config.train.batch_size,
+            epochs=config.train.epochs,
+            validation_data=(x_val, y_val),
+            callbacks=[watch, *_early_stopping(config.train, monitor), *_plateau(config.train)],
+            verbose=0,
         )
-    watch = EpochWatch(config.train, data.chance_accuracy, on_epoch)
-    x_train, y_train, x_val, y_val, x_test, y_test = _as_tensors(data)
-    if _wants_one_hot(model):
-        y_train, y_val, y_test = (keras.ops.one_hot(y, data.num_classes) for y in (y_train, y_val, y_test))
-    start = time.perf_counter()
-    returned = (fit_fn or _fit)(
-        model,
-        x_train,
-        y_train,
-        batch_size=config.train.batch_size,
-        epochs=config.train.epochs,
-        validation_data=(x_val, y_val),
-        callbacks=[watch, *_early_stopping(config.train), *_plateau(config.train)],
-        verbose=0,
-    )
+    finally:
+        seeding.release()  # a fit_fn that never calls on_train_begin holds it to the end
     history = watch.history or _returned_metrics(returned)
     result = TrainResult(
         state=watch.state,
@@ -176,7 +188,7 @@ def train(
         reason=watch.reason,
         precision=precision,
     )
-    if result.state == "complete" and evaluate_test and len(data.x_test):
+    if result.state == records.COMPLETE and evaluate_test and len(data.x_test):
         logs = model.evaluate(
             x_test, y_test, batch_size=max(256, config.train.batch_size), verbose=0, return_dict=True
         )
@@ -263,9 +275,29 @@ def _plateau(train: TrainConfig) -> list[Any]:
                                               min_lr=train.learning_rate / 64)]
 
 
-def _early_stopping(train: TrainConfig) -> list[Any]:
+def _early_stopping(train: TrainConfig, monitor: tuple[str, str]) -> list[Any]:
+    """Keras's EarlyStopping with ``train.early_stopping`` epochs of patience on ``monitor`` (metric, direction)."""
     if not train.early_stopping:
         return []
     import keras
 
-    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=train.early_stopping)]
+    metric, direction = monitor
+    mode = "max" if direction == "maximize" else "min"
+    return [keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=train.early_stopping)]
+
+
+#: Held from seeding a trial until its first epoch begins: Keras's seed is global to the process.
+_SEEDING = threading.Lock()
+
+
+class _SeedingLock:
+    """Takes :data:`_SEEDING` when created; :meth:`release` gives it back once (later calls do nothing)."""
+
+    def __init__(self) -> None:
+        _SEEDING.acquire()
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            _SEEDING.release()

@@ -27,6 +27,32 @@ def space_yaml(space: Any) -> str | None:
     return yaml.safe_dump(to_dict(), sort_keys=False, allow_unicode=True)
 
 
+def fixed_params(space: Any) -> dict[str, Any]:
+    """The resolved space's fixed values, as parameters of the study's parent run.
+
+    The ``data`` section, every ``model`` and ``train`` key that is not searched (each trial's run holds the
+    searched ones) and the objective; the ``study`` section may change between runs of a study, so it is left
+    out (``space.yaml`` holds it).
+
+    Example:
+        >>> from tuning.space import SearchSpace
+        >>> space = SearchSpace.from_dict({"model": {"family": "mlp", "depth": [1, 2]}, "train": {"epochs": 3}})
+        >>> params = fixed_params(space)
+        >>> params["train.epochs"], params["data.dataset"], "model.depth" in params
+        (3, 'mnist', False)
+    """
+    from tuning.space._specs import Fixed
+
+    resolved = space.to_dict()
+    params: dict[str, Any] = {f"data.{k}": v for k, v in resolved["data"].items() if v is not None}
+    params.update({path: spec.value for path, spec in space.specs.items() if isinstance(spec, Fixed)})
+    for i, objective in enumerate(resolved["objective"]):
+        suffix = "" if i == 0 else f".{i}"
+        params[f"objective.metric{suffix}"] = objective.get("metric")
+        params[f"objective.direction{suffix}"] = objective.get("direction")
+    return {k: v for k, v in params.items() if v is not None}
+
+
 def model_summary(model: Any) -> str | None:
     """``model.summary()`` as text (box-drawing table), or None when Keras cannot summarise it."""
     lines: list[str] = []

@@ -32,6 +32,8 @@ from tuning._redact import redact_text, redact_url, secrets_in_url
 from tuning.errors import TrackingError
 from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, StudyObserver, TrialOutcome
 from tuning.tracking import _artifacts, _env
+from tuning.tracking._model import BEST_MODEL as _BEST_MODEL
+from tuning.tracking._model import TRIAL_MODEL as _TRIAL_MODEL
 from tuning.tracking._worker import _Worker
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ TAG_BEST_TRIAL = "tuning.best_trial"
 TAG_BEST_VALUE = "tuning.best_value"
 PARENT_TAG = "mlflow.parentRunId"
 
-BEST_MODEL = "best_model.keras"
+TAG_BEST_MODEL = "tuning.best_model_id"  # the MLflow logged model (``models:/<id>``) of the best trial
 # Two processes that start the same study at the same moment each create a parent run, then keep the
 # oldest; a running parent this recent with the same study and storage is one of those.
 _RACE_WINDOW_MS = 10 * 60 * 1000
@@ -71,9 +73,13 @@ class MlflowTracker(StudyObserver):
             ``databricks``). Default: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlruns/mlflow.db``
             with artifacts in ``mlruns/artifacts``.
         experiment: MLflow experiment name; default: the study's name.
-        keep_models: also save every complete trial's model (``model.keras`` on its run); by default
-            only the best model so far is kept, on the parent run (``best_model.keras``).
+        keep_models: also log every complete trial's model as an MLflow model (``model`` on its run); by
+            default only the best model so far is logged, on the parent run (``best_model``).
         storage_url: the Optuna storage URL: a password in it is kept out of everything logged.
+        input_example: a few model inputs (e.g. validation images) saved with each logged model.
+        model_metadata: what the models expect (:meth:`tuning.data.Dataset.input_description`), saved in
+            each logged model's metadata.
+        register_model: when the study ends, register its best model under this name in the model registry.
 
     Example:
         >>> tracker = MlflowTracker("sqlite:///mlruns/mlflow.db")   # doctest: +SKIP
@@ -88,6 +94,9 @@ class MlflowTracker(StudyObserver):
         experiment: str | None = None,
         keep_models: bool = False,
         storage_url: str | None = None,
+        input_example: Any = None,
+        model_metadata: Mapping[str, Any] | None = None,
+        register_model: str | None = None,
     ) -> None:
         from tuning._defaults import default_tracking_uri
 
@@ -95,6 +104,11 @@ class MlflowTracker(StudyObserver):
         self.experiment = experiment
         self.keep_models = keep_models
         self.storage_url = storage_url
+        self.input_example = input_example
+        self.model_metadata = dict(model_metadata or {})
+        self.register_model = register_model
+        #: ``models:/NAME/VERSION`` once the study's best model is registered (``register_model``).
+        self.registered_uri: str | None = None
         self._secrets = secrets_in_url(self.tracking_uri) + secrets_in_url(storage_url)
         self._worker = _Worker("mlflow-tracking", self._secrets)
         self._lock = threading.Lock()
@@ -109,7 +123,6 @@ class MlflowTracker(StudyObserver):
         self._counts = {COMPLETE: 0, PRUNED: 0, FAILED: 0}
         self._runs: dict[int, Future[str]] = {}
         self._logged_params: dict[int, set[str]] = {}  # trial number → parameter names already on its run
-        self._tmpdir: str | None = None
         self._parent_described = False
 
     # ------------------------------------------------------------------ public
@@ -186,8 +199,9 @@ class MlflowTracker(StudyObserver):
         study.set_user_attr(records.MLFLOW_RUN_ID, self._parent_id)
         study.set_user_attr(records.MLFLOW_EXPERIMENT, name)
         space_yaml = _artifacts.space_yaml(space)
+        params = _artifacts.fixed_params(space) if hasattr(space, "specs") else {}
         self._worker.submit(
-            "describe the study run", self._describe_study, self._parent_id, study.study_name, space_yaml
+            "describe the study run", self._describe_study, self._parent_id, study.study_name, space_yaml, params
         )
 
     def trial_started(self, trial: optuna.Trial, config: TrialConfig) -> None:
@@ -249,9 +263,6 @@ class MlflowTracker(StudyObserver):
         status = "KILLED" if interrupted else "FINISHED"
         self._worker.submit("finish the study run", self._finish_study, self._parent_id, study, status)
         self.flush()
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
         if self._worker.failures:
             log.warning(
                 "MLflow tracking: %d call(s) failed during this run (see the warnings above); the Optuna "
@@ -378,7 +389,9 @@ class MlflowTracker(StudyObserver):
                 self._experiment_name,
                 self.uri,
             )
-        storage = redact_text(self.storage_url, self._secrets) if self.storage_url else ""
+        from tuning._study import absolute_url
+
+        storage = redact_text(absolute_url(self.storage_url), self._secrets) if self.storage_url else ""
         tags = {TAG_ROLE: "study", TAG_STUDY: study.study_name}
         if storage:
             tags[TAG_STORAGE] = storage
@@ -437,7 +450,7 @@ class MlflowTracker(StudyObserver):
             TAG_ROLE: "trial",
             TAG_STUDY: self._study.study_name,
             TAG_TRIAL: str(trial.number),
-            TAG_STATE: "running",
+            TAG_STATE: records.RUNNING,
         }
         try:
             run_id = self._client.create_run(self._experiment_id, run_name=f"trial-{trial.number}", tags=tags)
@@ -474,22 +487,27 @@ class MlflowTracker(StudyObserver):
                 improved = improved or i == 0
         return improved
 
-    def _save_model(self, model: Any, number: int) -> str | None:
-        if self._tmpdir is None:  # only the worker thread saves models
-            self._tmpdir = tempfile.mkdtemp(prefix="tuning-mlflow-")
-        path = os.path.join(self._tmpdir, f"trial-{number}", "model.keras")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    def _log_model(self, model: Any, run_id: str, name: str, number: int) -> str | None:
+        """Log a trained model as an MLflow model of ``run_id``; its id, or None (a warning) when it cannot be."""
+        from tuning.tracking import _model
+
+        assert self._client is not None and self._experiment_id is not None
         try:
-            model.save(path)
+            return _model.log_keras_model(
+                self._client, self._experiment_id, run_id, model, name=name,
+                input_example=self.input_example, metadata={**self.model_metadata, "trial": number},
+                tags={TAG_STUDY: self._study.study_name if self._study else "", TAG_TRIAL: str(number)},
+            )
         except Exception as exc:
-            log.warning("MLflow tracking: cannot save the model of trial %d: %s", number, exc)
+            log.warning("MLflow tracking: cannot log the model of trial %d: %s", number, self._safe(exc))
             return None
-        return path
 
     # ------------------------------------------------------------------ worker jobs
 
-    def _describe_study(self, run_id: str, study_name: str, space_yaml: str | None) -> None:
-        from mlflow.entities import RunTag
+    def _describe_study(
+        self, run_id: str, study_name: str, space_yaml: str | None, params: Mapping[str, Any]
+    ) -> None:
+        from mlflow.entities import Param, RunTag
 
         assert self._client is not None
         tags = {
@@ -499,6 +517,10 @@ class MlflowTracker(StudyObserver):
             ),
         }
         self._client.log_batch(run_id, tags=[RunTag(k, self._safe(v)) for k, v in tags.items()])
+        logged = self._client.get_run(run_id).data.params  # a resumed study's parent has them already
+        items = [Param(k, self._safe(v, limit=6000)) for k, v in params.items() if k not in logged]
+        for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self._client.log_batch(run_id, params=items[start : start + 100])
         if space_yaml is not None:
             self._client.log_text(run_id, self._safe(space_yaml, limit=None), "space.yaml")
 
@@ -530,15 +552,13 @@ class MlflowTracker(StudyObserver):
             tags=[RunTag(k, self._safe(v)) for k, v in tags.items()],
         )
         texts = {"history.csv": _artifacts.history_csv(done.history) if done.history else None}
-        model_path = None
-        if done.model is not None:
-            texts["model_summary.txt"] = _artifacts.model_summary(done.model)
-            if self.keep_models or done.improved:
-                model_path = self._save_model(done.model, done.number)
-            done.model = None  # the trial's model is not needed any longer: let it go
+        model = done.model
+        done.model = None  # the trial's model is not needed after this job: let it go
+        if model is not None:
+            texts["model_summary.txt"] = _artifacts.model_summary(model)
         self._log_texts(done.run_id, {name: text for name, text in texts.items() if text})
-        if model_path and self.keep_models:
-            client.log_artifact(done.run_id, model_path)
+        if model is not None and self.keep_models:
+            self._log_model(model, done.run_id, _TRIAL_MODEL, done.number)
         client.set_terminated(done.run_id, RUN_STATUS.get(done.state, "FAILED"))
 
         parent_metrics = [Metric(f"trials.{state}", float(n), stamp, done.number) for state, n in done.counts.items()]
@@ -552,8 +572,8 @@ class MlflowTracker(StudyObserver):
             self._parent_described = True
             parent_tags = [RunTag(k, self._safe(v)) for k, v in done.env.items()]
         client.log_batch(self._parent_id, metrics=parent_metrics, tags=parent_tags)
-        if model_path and done.improved:
-            self._upload_best(done, model_path)
+        if model is not None and done.improved:
+            self._log_best(done, model)
 
     def _log_texts(self, run_id: str, texts: Mapping[str, str]) -> None:
         """Text artifacts of one run in one upload (each ``log_text`` would look the run up and copy apart)."""
@@ -565,13 +585,17 @@ class MlflowTracker(StudyObserver):
                 Path(folder, name).write_text(text, encoding="utf-8")
             self._client.log_artifacts(run_id, folder)
 
-    def _upload_best(self, done: _FinishedTrial, model_path: str) -> None:
-        """Replace the parent's best model, unless another process has meanwhile logged a better one."""
+    def _log_best(self, done: _FinishedTrial, model: Any) -> None:
+        """Log the parent's new best model, unless another process has meanwhile logged a better one.
+
+        The previous best model of the parent is deleted: the run keeps one ``best_model``.
+        """
         assert self._client is not None and self._parent_id is not None
         from mlflow.entities import RunTag
 
         value = done.values[0]
-        recorded = self._client.get_run(self._parent_id).data.tags.get(TAG_BEST_VALUE)
+        tags = self._client.get_run(self._parent_id).data.tags
+        recorded = tags.get(TAG_BEST_VALUE)
         if recorded is not None:
             try:
                 other = float(recorded)
@@ -579,19 +603,41 @@ class MlflowTracker(StudyObserver):
                 other = None
             if other is not None and (other > value if self._maximize[0] else other < value):
                 return
-        folder = os.path.dirname(model_path)
-        best = os.path.join(folder, BEST_MODEL)
-        os.replace(model_path, best)  # this trial's own model.keras, if kept, is already logged
-        self._client.log_artifact(self._parent_id, best)
+        model_id = self._log_model(model, self._parent_id, _BEST_MODEL, done.number)
+        if model_id is None:
+            return
         self._client.log_batch(
             self._parent_id,
             tags=[
                 RunTag(TAG_BEST_TRIAL, str(done.number)),
                 RunTag(TAG_BEST_VALUE, repr(value)),
                 RunTag("tuning.best_run_id", done.run_id),
+                RunTag(TAG_BEST_MODEL, model_id),
             ],
         )
-        shutil.rmtree(folder, ignore_errors=True)
+        self._study_attr(records.MLFLOW_BEST_MODEL, f"models:/{model_id}")
+        previous = tags.get(TAG_BEST_MODEL)
+        if previous and previous != model_id:
+            try:
+                self._client.delete_logged_model(previous)
+            except Exception as exc:  # a leftover older best model is harmless
+                log.debug("cannot delete the previous best model %s: %s", previous, exc)
+
+    def _study_attr(self, key: str, value: str) -> None:
+        if self._study is not None:
+            self._study.set_user_attr(key, value)
+
+    def _register_best(self, run_id: str) -> None:
+        """Register the parent's best model (possibly logged by an earlier run of the study) as a new version."""
+        from tuning.tracking import _model
+
+        assert self._client is not None and self.register_model
+        model_id = self._client.get_run(run_id).data.tags.get(TAG_BEST_MODEL)
+        if not model_id:
+            log.warning("MLflow tracking: no model to register as %r: no trial completed", self.register_model)
+            return
+        self.registered_uri = _model.register(self._client, self.register_model, model_id, run_id)
+        self._study_attr(records.MLFLOW_REGISTERED, self.registered_uri)
 
     def _finish_study(self, run_id: str, study: optuna.Study, status: str) -> None:
         assert self._client is not None
@@ -603,6 +649,8 @@ class MlflowTracker(StudyObserver):
         if figure is not None:
             self._client.log_artifact(run_id, figure)
             shutil.rmtree(os.path.dirname(figure), ignore_errors=True)
+        if self.register_model:
+            self._register_best(run_id)
         self._client.set_terminated(run_id, status)
 
     def _safe(self, value: Any, limit: int | None = _MAX_TAG) -> str:
