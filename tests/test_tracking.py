@@ -139,6 +139,20 @@ def _runs(uri: str, experiment: str):
     return client, parents, trials
 
 
+def _logged_models(client, run_id: str) -> list:
+    """The MLflow logged models whose source is run ``run_id`` (deleted ones are not listed)."""
+    experiment = client.get_run(run_id).info.experiment_id
+    return [m for m in client.search_logged_models([experiment]) if m.source_run_id == run_id]
+
+
+def _model_files(client, model_id: str, folder: Path) -> Path:
+    """A logged model's files, downloaded into ``folder``."""
+    import mlflow
+
+    location = client.get_logged_model(model_id).artifact_location
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(folder)))
+
+
 def _wait_http(url: str, proc: subprocess.Popen, what: str) -> None:
     for _ in range(600):
         if proc.poll() is not None:
@@ -247,7 +261,9 @@ def test_study_mirrors_into_one_parent_and_a_nested_run_per_trial(tmp_path, mnis
     assert parent.data.metrics["best.val_accuracy"] == pytest.approx(study.best_value)
     assert parent.data.tags["tuning.best_trial"] == str(study.best_trial.number)
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"space.yaml", "best_model.keras", "learning_curves.png"} <= parent_files
+    assert {"space.yaml", "learning_curves.png"} <= parent_files
+    (best,) = _logged_models(client, parent.info.run_id)  # the best model: an MLflow model on the parent
+    assert best.name == "best_model" and best.model_id == parent.data.tags["tuning.best_model_id"]
     import yaml
 
     space_file = client.download_artifacts(parent.info.run_id, "space.yaml", str(tmp_path))
@@ -275,14 +291,15 @@ def test_best_model_is_replaced_when_a_trial_beats_it_and_every_model_kept_on_re
 
     client, (parent,), runs = _runs(uri, "shrinking")
     assert parent.data.tags["tuning.best_trial"] == "1"
-    best = keras.saving.load_model(client.download_artifacts(parent.info.run_id, "best_model.keras", str(tmp_path)))
+    (logged,) = _logged_models(client, parent.info.run_id)  # the earlier best is deleted: one best_model
+    best = keras.saving.load_model(_model_files(client, logged.model_id, tmp_path) / "data" / "model.keras")
     assert best.count_params() == study.trials[1].user_attrs[records.PARAM_COUNT]
     history = client.get_metric_history(parent.info.run_id, "best.params")
     assert [p.value for p in sorted(history, key=lambda p: p.step)] == [
         study.trials[0].value, study.trials[1].value, study.trials[1].value
     ]  # fmt: skip
-    for run in runs:  # keep_models: every complete trial also holds its own model
-        assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    for run in runs:  # keep_models: every complete trial also holds its own MLflow model
+        assert [m.name for m in _logged_models(client, run.info.run_id)] == ["model"]
 
 
 def test_resumed_study_continues_under_the_same_parent_run(tmp_path):
@@ -353,7 +370,11 @@ def test_a_password_in_the_storage_url_never_reaches_mlflow(tmp_path, mnist, cap
         files = [p for p in local.rglob("*") if p.is_file()]
         names += [p.name for p in files]
         seen += [p.read_bytes().decode("latin-1") for p in files]
-    assert {"space.yaml", "model.keras", "history.csv", "model_summary.txt"} <= set(names)
+        for model in _logged_models(client, run.info.run_id):  # the MLflow models: MLmodel, metadata, ...
+            folder = _model_files(client, model.model_id, tmp_path / model.model_id)
+            seen += [p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file()]
+            names += [p.name for p in folder.rglob("*") if p.is_file()]
+    assert {"space.yaml", "model.keras", "MLmodel", "history.csv", "model_summary.txt"} <= set(names)
     text = "\n".join(seen)
     assert "tuner:***@db.internal" in text  # the URL is there, redacted (space.yaml, the reason, the tag)
     assert PASSWORD not in text
@@ -570,7 +591,8 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
         listing = f"http://127.0.0.1:{port}/api/2.0/mlflow/artifacts/list?run_id={parents[0].info.run_id}"
         with _NO_PROXY.open(listing, timeout=30) as response:
             files = {f["path"] for f in json.load(response).get("files", [])}
-        assert {"space.yaml", "best_model.keras"} <= files
+        assert "space.yaml" in files
+        assert parents[0].data.tags["tuning.best_model_id"].startswith("m-")  # the best model, logged
     finally:
         _stop(ui)
 

@@ -160,7 +160,7 @@ def end_dead_runs(tracking_uri: str, trials: list[FrozenTrial]) -> None:
     """
     from mlflow import MlflowClient
 
-    from tuning.tracking._tracker import TAG_REASON, TAG_STATE
+    from tuning.tracking.tags import TAG_REASON, TAG_STATE
 
     client = MlflowClient(tracking_uri=tracking_uri)
     for trial in trials:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 90
 
-_SAMPLERS = {
+#: Every ``study.sampler`` type and its Optuna class: the one list (the space's schema reads it).
+SAMPLER_CLASSES = {
     "tpe": "TPESampler",
     "random": "RandomSampler",
     "grid": "GridSampler",
@@ -35,7 +36,8 @@ _SAMPLERS = {
     "qmc": "QMCSampler",
     "nsga2": "NSGAIISampler",
 }
-_PRUNERS = {
+#: Every ``study.pruner`` type and its Optuna class: the one list (the space's schema reads it).
+PRUNER_CLASSES = {
     "median": "MedianPruner",
     "percentile": "PercentilePruner",
     "successive_halving": "SuccessiveHalvingPruner",
@@ -144,9 +146,11 @@ def make_sampler(space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSa
     """The sampler named in ``study.sampler`` with its options, seeded with ``seed``."""
     spec = dict(space.study.sampler)
     kind = spec.pop("type")
-    if kind not in _SAMPLERS:
-        raise SpaceError("study.sampler", "unknown sampler", received=kind, fix=f"use one of {', '.join(_SAMPLERS)}")
-    cls = getattr(optuna.samplers, _SAMPLERS[kind])
+    if kind not in SAMPLER_CLASSES:
+        raise SpaceError(
+            "study.sampler", "unknown sampler", received=kind, fix=f"use one of {', '.join(SAMPLER_CLASSES)}"
+        )
+    cls = getattr(optuna.samplers, SAMPLER_CLASSES[kind])
     if kind == "grid":
         spec.setdefault("search_space", space.grid())
     if kind == "gp":
@@ -183,9 +187,9 @@ def _make_pruner(spec: dict[str, Any], path: str, max_epochs: int | None = None)
         spec.setdefault("max_resource", max_epochs)
     if kind == "successive_halving":
         spec.setdefault("min_resource", 1)
-    if kind not in _PRUNERS:
-        raise SpaceError(path, "unknown pruner", received=kind, fix=f"use one of {', '.join(_PRUNERS)}")
-    cls = getattr(optuna.pruners, _PRUNERS[kind])
+    if kind not in PRUNER_CLASSES:
+        raise SpaceError(path, "unknown pruner", received=kind, fix=f"use one of {', '.join(PRUNER_CLASSES)}")
+    cls = getattr(optuna.pruners, PRUNER_CLASSES[kind])
     if kind == "patient":
         wrapped = spec.pop("wrapped", None)
         if isinstance(wrapped, str):

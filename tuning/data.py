@@ -31,7 +31,10 @@ import numpy as np
 from tuning._defaults import DATA_DIR_ENV
 from tuning.errors import DataError
 
+#: Data sets Keras downloads by name; ``npz`` is any other file in Keras's layout (``data.path``).
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+#: Every ``data.dataset`` value: the one list (the space's schema reads it).
+DATASETS = (*KERAS_DATASETS, "npz")
 #: How raw images become model inputs (:func:`_images`); a model trained here expects exactly this.
 PREPROCESSING = (
     "float32 pixel values scaled to [0, 1] (raw uint8 pixels divided by 255), with a trailing channel axis"
@@ -193,7 +196,9 @@ def load_spec(spec: Any, *, data_dir: str | os.PathLike | None = None) -> Datase
     )
 
 
-def _read(dataset: str, path: str | os.PathLike | None, data_dir: str | os.PathLike | None) -> dict[str, np.ndarray]:
+def _read(
+    dataset: str, path: str | os.PathLike | None, data_dir: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
     looked: list[str] = []
     candidates: list[Path] = []
     if path is not None:

@@ -243,6 +243,14 @@ def _as_tensors(data: Dataset) -> tuple[Any, ...]:
     return tensors
 
 
+#: Every ``train.optimizer`` name and its class in ``keras.optimizers``: the one list (the schema reads it).
+OPTIMIZER_CLASSES = {
+    "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam", "adagrad": "Adagrad",
+}
+#: The optimizers that take ``train.momentum``.
+_WITH_MOMENTUM = ("sgd", "rmsprop")
+
+
 def make_optimizer(train: TrainConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
     """The Keras optimizer named by ``train.optimizer`` with ``train.learning_rate`` (and ``momentum``).
 
@@ -254,15 +262,12 @@ def make_optimizer(train: TrainConfig, steps_per_epoch: int | None = None) -> ke
     if train.schedule == "cosine" and steps_per_epoch:
         lr = optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=train.epochs * steps_per_epoch)
     name = train.optimizer
-    if name == "sgd":
-        return optimizers.SGD(learning_rate=lr, momentum=train.momentum)
-    if name == "rmsprop":
-        return optimizers.RMSprop(learning_rate=lr, momentum=train.momentum)
-    classes = {"adam": optimizers.Adam, "adamw": optimizers.AdamW, "nadam": optimizers.Nadam,
-               "adagrad": optimizers.Adagrad}
-    if name not in classes:
-        raise ConfigurationError(f"unknown optimizer {name!r}; use one of sgd, rmsprop, {', '.join(classes)}")
-    return classes[name](learning_rate=lr)
+    if name not in OPTIMIZER_CLASSES:
+        raise ConfigurationError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZER_CLASSES)}")
+    options: dict[str, Any] = {"learning_rate": lr}
+    if name in _WITH_MOMENTUM:
+        options["momentum"] = train.momentum
+    return getattr(optimizers, OPTIMIZER_CLASSES[name])(**options)
 
 
 def _plateau(train: TrainConfig) -> list[Any]:

@@ -17,6 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tuning import _study
+from tuning import data as _data
+from tuning import training as _training
+
 
 @dataclass(frozen=True)
 class Key:
@@ -69,15 +73,15 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "npz")
+DATASETS = _data.DATASETS
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "tanh", "sigmoid", "swish", "leaky_relu", "softplus")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
+OPTIMIZERS = tuple(_training.OPTIMIZER_CLASSES)
 SCHEDULES = ("constant", "cosine", "plateau")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "params", "train_seconds")
 DIRECTIONS = ("maximize", "minimize")
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
-PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "patient", "none")
+SAMPLERS = tuple(_study.SAMPLER_CLASSES)
+PRUNERS = tuple(_study.PRUNER_CLASSES)
 ENGINES = ("optuna", "keras_tuner")
 TUNERS = ("hyperband", "random", "bayesian")
 
@@ -121,9 +125,10 @@ TRAIN: dict[str, Key] = {
                      doc="Keras dtype policy; auto = mixed_bfloat16 on AMX CPUs and bf16 GPUs, mixed_float16 on "
                          "older GPUs, float32 otherwise"),
     "chance_epochs": Key("int", 2, low=0, searchable=False,
-                         doc="fail a trial still at chance accuracy after this many epochs; 0 = never"),
+                         doc="prune a trial still at chance accuracy after this many epochs; 0 = never"),
     "early_stopping": Key("int", 0, low=0, searchable=False,
-                          doc="patience in epochs on the objective metric; 0 = never"),
+                          doc="patience in epochs on the objective metric (`val_loss` when the objective is "
+                              "`params` or `train_seconds`); 0 = never"),
 }
 
 STUDY: dict[str, Key] = {

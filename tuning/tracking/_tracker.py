@@ -12,7 +12,6 @@ global state per thread, so the worker reads a finished model safely.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import socket
@@ -35,6 +34,21 @@ from tuning.tracking import _artifacts, _env
 from tuning.tracking._model import BEST_MODEL as _BEST_MODEL
 from tuning.tracking._model import TRIAL_MODEL as _TRIAL_MODEL
 from tuning.tracking._worker import _Worker
+from tuning.tracking.tags import (
+    PARENT_TAG,
+    TAG_BEST_MODEL,
+    TAG_BEST_RUN,
+    TAG_BEST_TRIAL,
+    TAG_BEST_VALUE,
+    TAG_OBJECTIVES,
+    TAG_REASON,
+    TAG_ROLE,
+    TAG_SEED,
+    TAG_STATE,
+    TAG_STORAGE,
+    TAG_STUDY,
+    TAG_TRIAL,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -47,18 +61,6 @@ log = logging.getLogger("tuning.tracking")
 #: MLflow run status for each trial state; a pruned trial ran as intended and stopped early: FINISHED.
 RUN_STATUS = {COMPLETE: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED", INTERRUPTED: "KILLED"}
 
-# Tags this module writes (MLflow's own ``mlflow.*`` tags aside).
-TAG_ROLE = "tuning.role"  # "study" on the parent run, "trial" on a trial's run
-TAG_STUDY = "optuna.study_name"
-TAG_TRIAL = "optuna.trial_number"
-TAG_STATE = "tuning.state"  # running | complete | pruned | failed | interrupted
-TAG_REASON = "tuning.reason"
-TAG_STORAGE = "tuning.storage"  # the Optuna storage URL, redacted
-TAG_BEST_TRIAL = "tuning.best_trial"
-TAG_BEST_VALUE = "tuning.best_value"
-PARENT_TAG = "mlflow.parentRunId"
-
-TAG_BEST_MODEL = "tuning.best_model_id"  # the MLflow logged model (``models:/<id>``) of the best trial
 # Two processes that start the same study at the same moment each create a parent run, then keep the
 # oldest; a running parent this recent with the same study and storage is one of those.
 _RACE_WINDOW_MS = 10 * 60 * 1000
@@ -479,10 +481,7 @@ class MlflowTracker(StudyObserver):
         """Update the best value of each objective; true when the first objective improved."""
         improved = False
         for i, value in enumerate(values[: len(self._best)]):
-            if math.isnan(value):
-                continue
-            best = self._best[i]
-            if best is None or (value > best if self._maximize[i] else value < best):
+            if records.improves(value, self._best[i], self._maximize[i]):
                 self._best[i] = value
                 improved = improved or i == 0
         return improved
@@ -512,7 +511,7 @@ class MlflowTracker(StudyObserver):
         assert self._client is not None
         tags = {
             TAG_STUDY: study_name,
-            "tuning.objectives": ", ".join(
+            TAG_OBJECTIVES: ", ".join(
                 f"{m} ({'max' if up else 'min'})" for m, up in zip(self._objectives, self._maximize, strict=False)
             ),
         }
@@ -545,7 +544,7 @@ class MlflowTracker(StudyObserver):
         if done.reason:
             tags[TAG_REASON] = done.reason
         if records.SEED in done.user_attrs:
-            tags["tuning.seed"] = str(done.user_attrs[records.SEED])
+            tags[TAG_SEED] = str(done.user_attrs[records.SEED])
         client.log_batch(
             done.run_id,
             metrics=[Metric(k, v, stamp, 0) for k, v in final.items()],
@@ -601,7 +600,7 @@ class MlflowTracker(StudyObserver):
                 other = float(recorded)
             except ValueError:
                 other = None
-            if other is not None and (other > value if self._maximize[0] else other < value):
+            if records.improves(other, value, self._maximize[0]):
                 return
         model_id = self._log_model(model, self._parent_id, _BEST_MODEL, done.number)
         if model_id is None:
@@ -611,7 +610,7 @@ class MlflowTracker(StudyObserver):
             tags=[
                 RunTag(TAG_BEST_TRIAL, str(done.number)),
                 RunTag(TAG_BEST_VALUE, repr(value)),
-                RunTag("tuning.best_run_id", done.run_id),
+                RunTag(TAG_BEST_RUN, done.run_id),
                 RunTag(TAG_BEST_MODEL, model_id),
             ],
         )

@@ -1,0 +1,53 @@
+"""What a trial's record promises: its seed reproduces it (also beside another trial, ``n_jobs=2``), and
+``train.early_stopping`` watches the objective, as documented. Real studies through ``tuning.run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import tiny_space
+from optuna.trial import TrialState
+
+import tuning
+from tuning import records
+from tuning.data import load_spec
+from tuning.space import SearchSpace
+from tuning.training import train
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_trial_trained_beside_another_reproduces_from_its_recorded_seed(workdir: Path) -> None:
+    d = tiny_space(study={"n_trials": 2, "name": "pair"}, train={"epochs": 2})
+    study = tuning.run(d, n_jobs=2, tracking=False)
+    trials = study.get_trials(states=[TrialState.COMPLETE])
+    assert len(trials) >= 2  # threads may start one more than n_trials
+    overlapping = [t for t in trials if any(
+        o.number != t.number and o.datetime_start < t.datetime_complete and t.datetime_start < o.datetime_complete
+        for o in trials
+    )]
+    assert overlapping  # two trials did train at the same time
+
+    space = SearchSpace.from_dict(d)
+    data = load_spec(space.data)
+    for t in overlapping[:2]:  # retrained alone, with the seed it recorded
+        alone = train(space.config_from_params(t.params), data, seed=t.user_attrs[records.SEED], evaluate_test=False)
+        recorded = t.user_attrs[records.HISTORY]
+        for metric in ("loss", "val_loss", "val_accuracy"):
+            assert alone.history[metric] == pytest.approx(recorded[metric], rel=1e-5, abs=1e-6), (t.number, metric)
+
+
+def test_early_stopping_watches_the_objective(workdir: Path) -> None:
+    """Training accuracy (the objective here) keeps rising while validation loss turns: the objective decides."""
+    d = tiny_space(
+        objective={"metric": "accuracy", "direction": "maximize"},
+        train={"epochs": 6, "early_stopping": 1, "learning_rate": 0.01},
+        study={"n_trials": 2, "name": "patience"},
+    )
+    study = tuning.run(d, tracking=False)
+    for t in study.trials:
+        history = t.user_attrs[records.HISTORY]
+        watched = history["accuracy"]
+        stop = next((i + 1 for i in range(1, len(watched)) if watched[i] <= max(watched[:i])), 6)
+        assert len(watched) == stop, (t.number, history)
