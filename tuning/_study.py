@@ -339,7 +339,7 @@ def list_studies(url: str | None) -> list[dict[str, Any]]:
 
     Example:
         >>> list_studies("sqlite:///mlruns/optuna.db")  # doctest: +SKIP
-        [{'study': 'mnist_quick', 'complete': 12, 'pruned': 6, 'failed': 0, 'running': 0, ...}]
+        [{'study': 'mnist_quick', 'complete': 12, 'pruned': 6, 'failed': 0, 'running': 0, 'waiting': 0, ...}]
     """
     from optuna.trial import TrialState
 
@@ -357,15 +357,21 @@ def list_studies(url: str | None) -> list[dict[str, Any]]:
             best_value, best_trial = f"{study.best_value:.4f}", study.best_trial.number
         rows.append({
             "study": summary.study_name,
-            "complete": count[TrialState.COMPLETE],
-            "pruned": count[TrialState.PRUNED],
-            "failed": count[TrialState.FAIL],
-            "running": count[TrialState.RUNNING],
-            "waiting": count[TrialState.WAITING],
+            **{records.OPTUNA_STATES[s.name]: count[s] for s in _LISTED_STATES},
             "best_value": best_value,
             "best_trial": best_trial,
         })
     return rows
+
+
+#: The trial states ``tuning studies`` counts, in its column order.
+_LISTED_STATES = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+    optuna.trial.TrialState.RUNNING,
+    optuna.trial.TrialState.WAITING,
+)
 
 
 def _require_existing_sqlite(url: str) -> None:
