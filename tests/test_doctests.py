@@ -14,7 +14,7 @@ import pytest
 import tuning
 
 #: Modules whose import loads Keras (and TensorFlow): seconds, so their examples run in the slow tier.
-HEAVY = {"tuning._epoch_watch"}
+HEAVY = {"tuning._epoch_watch", "tuning.hypermodel"}
 
 
 def _modules() -> list:

@@ -256,7 +256,8 @@ def test_an_unchanged_hypermodel_runs_on_optuna_tracked_and_reported(hm_dir: Pat
     assert {"num_layers", "units_0", "lr"} <= {c.split(".")[-1] for c in leaderboard.columns}
     parent = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`tuning.role` = 'study'",
                                 output_format="list")[0]
-    assert "best_model.keras" in {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    best = study.user_attrs["mlflow_best_model"]  # the best model, an MLflow model on the parent run
+    assert mlflow.MlflowClient().get_logged_model(best.removeprefix("models:/")).source_run_id == parent.info.run_id
 
     resumed = tuning.run(space, n_trials=7, hypermodel=build_model)  # resume: one more trial, none re-run
     assert len(resumed.trials) == 7 and resumed.trials[0].params == trials[0].params
