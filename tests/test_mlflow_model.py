@@ -22,11 +22,9 @@ from tuning.data import load_spec
 
 @pytest.fixture
 def tracking_uri(workdir: Path):
-    """A fresh SQLite tracking store, also MLflow's current URI while the test runs (for pyfunc.load_model)."""
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    """A fresh SQLite tracking store; MLflow's current URI is put back after the test (it sets it to load)."""
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    yield uri
+    yield f"sqlite:///{workdir / 'mlflow.db'}"
     mlflow.set_tracking_uri(previous)
 
 
@@ -34,6 +32,7 @@ def tracking_uri(workdir: Path):
 def test_best_model_is_an_mlflow_model_that_predicts_and_is_registered(workdir: Path, tracking_uri: str) -> None:
     space = tiny_space(study={"n_trials": 3, "name": "served"})
     study = tuning.run(space, tracking_uri=tracking_uri, keep_models=True, register_model="mnist-best")
+    mlflow.set_tracking_uri(tracking_uri)  # as a user loading the model does (the run never needed it)
 
     uri = study.user_attrs[records.MLFLOW_BEST_MODEL]
     assert uri.startswith("models:/m-")

@@ -88,13 +88,15 @@ def register(client: MlflowClient, name: str, model_id: str, run_id: str) -> str
         The new version's URI, ``models:/NAME/VERSION``.
     """
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id)
+    with _use_tracking_uri(client.tracking_uri):  # the registry looks models:/<id> up at the current URI
+        version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id)
     return f"models:/{name}/{version.version}"
 
 
