@@ -215,13 +215,14 @@ class SpaceHyperModel(keras_tuner.HyperModel):
         return resolve(config.train.precision)[0]
 
     def fit(self, hp: Any, model: keras.Model, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
-        from tuning.training import _early_stopping, _plateau, _wants_one_hot
+        from tuning.training import _early_stopping, _plateau, _wants_one_hot, objective_monitor
 
         config = self.config(hp)
         if "tuner/epochs" not in hp.values:  # Hyperband passes its own epochs and initial_epoch
             kwargs["epochs"] = config.train.epochs
         kwargs["batch_size"] = config.train.batch_size
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), *_early_stopping(config.train), *_plateau(config.train)]
+        stopping = _early_stopping(config.train, objective_monitor(self.space))
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), *stopping, *_plateau(config.train)]
         if _wants_one_hot(model):
             x_val, y_val = kwargs["validation_data"]
             y, y_val = (keras.ops.one_hot(labels, self.data.num_classes) for labels in (y, y_val))

@@ -289,10 +289,9 @@ class _Objective:
         single = len(self.metrics) == 1 and self.metrics[0] not in records.MEASURED_OBJECTIVES
         self.reported = self.metrics[0] if single else None
         self.pruner_name = space.study.pruner["type"]
-        objective = space.objectives[0]
-        keras_metric = objective.metric not in records.MEASURED_OBJECTIVES
-        # train.early_stopping watches the objective (val_loss when the objective is not a Keras metric).
-        self.monitor = (objective.metric, objective.direction) if keras_metric else ("val_loss", "minimize")
+        from tuning.training import objective_monitor
+
+        self.monitor = objective_monitor(space)  # what train.early_stopping watches
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         from tuning.training import train

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import keras
 
     from tuning.data import Dataset
-    from tuning.space import TrainConfig, TrialConfig
+    from tuning.space import SearchSpace, TrainConfig, TrialConfig
 
 #: ``on_epoch(epoch, logs)`` returns ``None`` to go on or a sentence saying why the trial is pruned.
 EpochHook = Callable[[int, Mapping[str, float]], "str | None"]
@@ -278,6 +278,21 @@ def _plateau(train: TrainConfig) -> list[Any]:
 
     return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2,
                                               min_lr=train.learning_rate / 64)]
+
+
+def objective_monitor(space: SearchSpace) -> tuple[str, str]:
+    """What ``train.early_stopping`` watches: the first objective and its direction, or ``val_loss`` when that
+    objective is not a metric Keras reports each epoch (``params``, ``train_seconds``).
+
+    Example:
+        >>> from tuning.space import SearchSpace
+        >>> objective_monitor(SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 1}}))
+        ('val_accuracy', 'maximize')
+    """
+    objective = space.objectives[0]
+    if objective.metric in records.MEASURED_OBJECTIVES:
+        return ("val_loss", "minimize")
+    return (objective.metric, objective.direction)
 
 
 def _early_stopping(train: TrainConfig, monitor: tuple[str, str]) -> list[Any]:
