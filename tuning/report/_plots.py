@@ -68,6 +68,13 @@ def history_data(study: optuna.Study | StudyView, objective: int = 0) -> pd.Data
     return df
 
 
+def _integer_axis(axis: Any) -> None:
+    """Ticks only at whole numbers (epochs, trial numbers): no 1.25, 1.5."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_optimization_history(study: optuna.Study | StudyView) -> Figure:
     """Each completed trial's objective value by trial number, with the best value so far as a step line.
 
@@ -84,6 +91,7 @@ def plot_optimization_history(study: optuna.Study | StudyView) -> Figure:
     best = (ordered["value"].cummax() if data.attrs["maximize"] else ordered["value"].cummin()).ffill()
     ax.step(ordered["trial"], best, where="post", color="C3", label="best so far")
     ax.set(xlabel="trial", ylabel=data.attrs["objective"], title=f"Optimisation history: {view.name}")
+    _integer_axis(ax.xaxis)
     ax.legend(loc="best")
     return fig
 
@@ -131,18 +139,53 @@ def plot_param_importance(importance: pd.DataFrame, title: str = "Parameter impo
     column = importance.columns[1]
     ordered = importance.iloc[::-1]
     ax.barh(ordered["parameter"], ordered[column], color="C0")
+    trials = importance.attrs.get("trials")
+    if trials is not None:
+        title += f" ({trials} trials{'' if importance.attrs.get('reliable', True) else ': not reliable'})"
     ax.set(xlabel=f"{column} ({importance.attrs.get('evaluator', '')})", title=title)
     return fig
 
 
+def parallel_axes(
+    study: optuna.Study | StudyView, importance: pd.DataFrame | None = None, max_params: int = 8
+) -> tuple[list[str], int]:
+    """The parameters worth an axis, most important first, and how many parameters there are in all.
+
+    Parameters rated by ``importance`` (a :func:`~tuning.report.param_importance` table; computed when not
+    given) come first, by decreasing importance; the others (conditional or constant ones, or all of them
+    when the importance could not be computed) follow in the order they were first suggested.
+
+    Example:
+        >>> parallel_axes(study, max_params=3)  # doctest: +SKIP
+        (['train.learning_rate', 'model.depth', 'model.dropout'], 7)
+    """
+    from tuning.report._tables import param_importance
+
+    view = as_view(study)
+    suggested: dict[str, None] = {}
+    for t in view.completed:
+        suggested.update(dict.fromkeys(t.params))
+    if importance is None:
+        importance = param_importance(view)
+    ranked = [p for p in importance["parameter"] if p in suggested] if not importance.empty else []
+    ordered = ranked + [p for p in suggested if p not in ranked]
+    return ordered[:max_params], len(ordered)
+
+
 def parallel_coordinates_data(
-    study: optuna.Study | StudyView, params: Sequence[str] | None = None, max_params: int = 8
+    study: optuna.Study | StudyView,
+    params: Sequence[str] | None = None,
+    max_params: int = 8,
+    importance: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Completed trials as lines across parameter axes, each axis scaled to [0, 1].
 
+    Without ``params``, the axes are the ``max_params`` most important parameters, most important first
+    (see :func:`parallel_axes`; pass the ``importance`` table to avoid computing it again).
     Numbers are scaled between the distribution's bounds (in log scale for log ranges), categories are spread
     evenly in the order of their choices; a parameter a trial did not sample is NaN. The first column is the
-    objective, raw; ``attrs["ticks"]`` maps each axis to ``[(position, label), ...]``.
+    objective, raw; ``attrs["ticks"]`` maps each axis to ``[(position, label), ...]``; ``attrs["of"]`` is the
+    number of parameters the axes were chosen from.
 
     Example:
         >>> parallel_coordinates_data(study).columns[:2].tolist()  # doctest: +SKIP
@@ -154,10 +197,9 @@ def parallel_coordinates_data(
     view = as_view(study)
     completed = view.completed
     if params is None:
-        names: dict[str, None] = {}
-        for t in completed:
-            names.update(dict.fromkeys(t.params))
-        params = list(names)[:max_params]
+        params, total = parallel_axes(view, importance, max_params)
+    else:
+        total = len(params)
     objective = view.objectives[0]
     data: dict[str, list[Any]] = {"trial": [t.number for t in completed], objective: [t.values[0] for t in completed]}
     ticks: dict[str, list[tuple[float, str]]] = {}
@@ -181,12 +223,17 @@ def parallel_coordinates_data(
             column = [scale(float(t.params[name])) if name in t.params else math.nan for t in completed]
         data[name] = column
     df = pd.DataFrame(data)
-    df.attrs.update(ticks=ticks, objective=objective, maximize=view.maximize[0])
+    df.attrs.update(ticks=ticks, objective=objective, maximize=view.maximize[0], of=total)
     return df
 
 
-def plot_parallel_coordinates(study: optuna.Study | StudyView, max_params: int = 8) -> Figure:
+def plot_parallel_coordinates(
+    study: optuna.Study | StudyView, max_params: int = 8, importance: pd.DataFrame | None = None
+) -> Figure:
     """Parallel coordinates of the completed trials, coloured by the objective (best trials drawn on top).
+
+    The axes are the ``max_params`` most important parameters, most important on the left (see
+    :func:`parallel_coordinates_data`).
 
     Example:
         >>> plot_parallel_coordinates(study).savefig("parallel.png")  # doctest: +SKIP
@@ -195,7 +242,7 @@ def plot_parallel_coordinates(study: optuna.Study | StudyView, max_params: int =
     from matplotlib.colors import Normalize
 
     view = as_view(study)  # the trials are read once, here
-    data = parallel_coordinates_data(view, max_params=max_params)
+    data = parallel_coordinates_data(view, max_params=max_params, importance=importance)
     objective, ticks = data.attrs["objective"], data.attrs["ticks"]
     axes = list(ticks)
     fig = _figure(max(6.0, 1.3 * len(axes) + 2), 4.5)
@@ -213,7 +260,10 @@ def plot_parallel_coordinates(study: optuna.Study | StudyView, max_params: int =
             ax.annotate(label, (x, pos), textcoords="offset points", xytext=(3, 0), fontsize=7, va="center")
     ax.set_xticks(range(len(axes)), axes, rotation=20, ha="right", fontsize=8)
     ax.set_yticks([])
-    ax.set(title=f"Parallel coordinates: {view.name}")
+    title = f"Parallel coordinates: {view.name}"
+    if data.attrs["of"] > len(axes):
+        title += f" (the {len(axes)} most important of {data.attrs['of']} parameters)"
+    ax.set(title=title)
     fig.colorbar(cmap_mappable(cmap, norm), ax=ax, label=objective)
     return fig
 
@@ -274,4 +324,5 @@ def plot_learning_curves(study: optuna.Study | StudyView, top: int = 5) -> Figur
         ylabel=data.attrs.get("metric") or "metric",
         title=f"Learning curves of the top {data['trial'].nunique()} trials: {view.name}",
     )
+    _integer_axis(ax.xaxis)
     return fig

@@ -80,9 +80,67 @@ class Report:
             figures[f"{key}.importance"] = _plots.plot_param_importance(
                 section.tables["param_importance"], title=f"Parameter importance: {section.name}"
             )
-            figures[f"{key}.parallel_coordinates"] = _plots.plot_parallel_coordinates(section.view)
+            figures[f"{key}.parallel_coordinates"] = _plots.plot_parallel_coordinates(
+                section.view, importance=section.tables["param_importance"]
+            )
             figures[f"{key}.learning_curves"] = _plots.plot_learning_curves(section.view, top=min(self.top, 5))
         return figures
+
+    def captions(self) -> dict[str, str]:
+        """A sentence per plot, under the keys of :meth:`figures`: what it shows and how to read it."""
+        from tuning.report import _plots
+
+        names = [s.name for s in self.studies]
+        objectives = sorted({s.view.objectives[0] for s in self.studies})
+        time = (
+            f"Best {' / '.join(objectives)} so far against wall time since the first trial started, "
+            f"{'one line per study (' + ', '.join(names) + ')' if len(names) > 1 else 'for study ' + names[0]}"
+        )
+        captions = {"best_vs_time": time + (f"; the dashed line is the target {self.target:g}." if self.target
+                                            is not None else ".")}
+        for section in self.studies:
+            key, name, view = slug(section.name), section.name, section.view
+            objective = view.objectives[0]
+            best = section.tables["leaderboard"].iloc[0]
+            captions[f"{key}.history"] = (
+                f"Optimisation history of {name}: the {objective} of each completed trial by trial number (dots) "
+                f"and the best so far (line); the best, {_cell(float(best[objective]))}, "
+                f"came from trial {best['trial']}."
+            )
+            curves = _plots.learning_curves_data(view, top=min(self.top, 5))
+            captions[f"{key}.learning_curves"] = (
+                f"Learning curves of the top {curves['trial'].nunique()} trials of {name}: "
+                f"{curves.attrs.get('metric') or 'the metric'} after each epoch."
+                if not curves.empty
+                else f"Learning curves of {name}: no per-epoch history was recorded."
+            )
+            importance = section.tables["param_importance"]
+            trials = importance.attrs.get("trials", len(view.completed))
+            if importance.empty:
+                captions[f"{key}.importance"] = f"Parameter importance in {name}: not computed ({trials} trials)."
+            else:
+                caveat = (
+                    "" if importance.attrs.get("reliable", True)
+                    else "; too few trials to be reliable, run more before trusting the ranking"
+                )
+                captions[f"{key}.importance"] = (
+                    f"Parameter importance in {name}: how much each parameter mattered to {objective}, "
+                    f"by {importance.attrs.get('evaluator', 'the evaluator')} on {trials} completed trials{caveat}."
+                )
+            axes, total = _plots.parallel_axes(view, importance)
+            order = (
+                "most important on the left"
+                if not importance.empty
+                else "in the order they were first suggested (importance not computed)"
+            )
+            which = f"the {len(axes)} most important of its {total} parameters" if total > len(axes) else (
+                f"its {total} parameters"
+            )
+            captions[f"{key}.parallel_coordinates"] = (
+                f"Parallel coordinates of {name}: one line per completed trial, coloured by {objective}; "
+                f"the axes are {which}, {order}."
+            )
+        return captions
 
 
 def build_report(
@@ -222,13 +280,99 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def _sections(report: Report) -> list[tuple[str, str, pd.DataFrame]]:
-    """(heading, table key, table) in reading order."""
-    items = [("Study comparison", "comparison", report.comparison)]
+def _compact(df: pd.DataFrame) -> pd.DataFrame:
+    """A table as people read it: without id columns (``attrs["ids"]``, kept in CSV and JSON) and, when it has
+    several rows, without the columns that are the same in every row (named in the note instead).
+
+    Columns in ``attrs["key_columns"]`` (rank, trial, objectives) always stay.
+    """
+    ids = [c for c in df.attrs.get("ids", []) if c in df.columns]
+    keep = set(df.attrs.get("key_columns", df.columns))
+    same = []
+    if len(df) > 1 and "key_columns" in df.attrs:
+        for column in df.columns:
+            if column in keep or column in ids:
+                continue
+            values = {_cell(v) for v in df[column].astype(object)}
+            if len(values) == 1:
+                same.append(column)
+    if not ids and not same:
+        return df
+    shown = df.drop(columns=[*ids, *same])
+    shown.attrs = dict(df.attrs)
+    note = df.attrs.get("note", "")
+    if same:
+        listed = "; ".join(f"{c} {_cell(df[c].iloc[0]) or '(empty)'}" for c in same)
+        note += f" Same in every row: {listed}."
+    if ids:
+        note += f" Ids ({', '.join(ids)}) are in the CSV and JSON output."
+    shown.attrs["note"] = note.strip()
+    return shown
+
+
+def _side_by_side(comparison: pd.DataFrame, target: float | None) -> pd.DataFrame:
+    """The comparison as people read it: one column per study, one row per question (best, cost to target...)."""
+    import pandas as pd
+
+    rows: list[tuple[str, list[str]]] = []
+
+    def add(label: str, column: str, missing: str = "") -> None:
+        if column in comparison:
+            rows.append((label, [_cell(v) or missing for v in comparison[column].astype(object)]))
+
+    objectives = set(comparison["objective"])
+    add("best " + objectives.pop() if len(objectives) == 1 else "best", "best")
+    if len(set(comparison["objective"])) > 1:
+        add("objective", "objective")
+    add("best trial", "best_trial")
+    if target is not None:
+        add(f"trials to {target:g}", "trials_to_target", "not reached")
+        add(f"wall seconds to {target:g}", "seconds_to_target", "not reached")
+        add(f"epochs to {target:g}", "epochs_to_target", "not reached")
+    add("epochs spent (all trials)", "total_epochs")
+    add("wall seconds", "wall_seconds")
+    add("training seconds", "train_seconds")
+    rows.append(
+        (
+            "trials: complete / pruned / failed",
+            [f"{r.trials}: {r.complete} / {r.pruned} / {r.failed}" for r in comparison.itertuples()],
+        )
+    )
+    table = pd.DataFrame(
+        [[label, *cells] for label, cells in rows], columns=["", *(str(s) for s in comparison["study"])]
+    )
+    table.attrs = dict(comparison.attrs)
+    return table
+
+
+def _blocks(report: Report) -> list[tuple[str, ...]]:
+    """The report in reading order: ``("section", heading)``, ``("table", heading, key)``, ``("figure", key)``.
+
+    With several studies the comparison and the best-so-far-against-time plot come first; then each study's
+    tables, its history and learning curves after the leaderboard, its importance and parallel coordinates
+    after the importance table.
+    """
+    several = len(report.studies) > 1
+    blocks: list[tuple[str, ...]] = [
+        ("section", "Comparison" if several else "Summary"),
+        ("table", "Studies side by side" if several else f"Study {report.studies[0].name}", "comparison"),
+        ("figure", "best_vs_time"),
+    ]
+    after = {"leaderboard": ("history", "learning_curves"), "param_importance": ("importance", "parallel_coordinates")}
     for section in report.studies:
-        for key, df in section.tables.items():
-            items.append((f"{df.attrs.get('title', key)}: {section.name}", f"{slug(section.name)}.{key}", df))
-    return items
+        key = slug(section.name)
+        blocks.append(("section", f"Study {section.name}"))
+        for name, df in section.tables.items():
+            blocks.append(("table", str(df.attrs.get("title", name)), f"{key}.{name}"))
+            blocks += [("figure", f"{key}.{plot}") for plot in after.get(name, ())]
+    return blocks
+
+
+def _shown_tables(report: Report) -> dict[str, pd.DataFrame]:
+    """Every table as shown in Markdown, HTML and LaTeX (the CSV and JSON keep :meth:`Report.tables`)."""
+    shown = {key: _compact(df) for key, df in report.tables().items()}
+    shown["comparison"] = _side_by_side(report.comparison, report.target)
+    return shown
 
 
 def _header(report: Report) -> str:
@@ -252,20 +396,28 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def to_markdown(report: Report, images: dict[str, str] | None = None) -> str:
-    """The report as Markdown: a heading, note and table per section; with ``images``, links to the PNG plots.
+    """The report as Markdown: the comparison first, then per study a heading, note and table per table; with
+    ``images`` (plot key → PNG file name), each plot where it belongs, with its caption.
 
     Example:
         >>> print(to_markdown(build_report(["mnist"])))  # doctest: +SKIP
     """
+    tables = _shown_tables(report)
+    captions = report.captions() if images else {}
     parts = [f"# Tuning report\n\n{_header(report)}\n"]
-    for heading, _key, df in _sections(report):
-        parts.append(f"## {heading}\n")
-        if df.attrs.get("note"):
-            parts.append(f"_{df.attrs['note']}_\n")
-        parts.append(_md_table(df))
-    if images:
-        parts.append("## Plots\n")
-        parts += [f"![{key}]({name})\n" for key, name in images.items()]
+    for kind, *rest in _blocks(report):
+        if kind == "section":
+            parts.append(f"## {rest[0]}\n")
+        elif kind == "table":
+            heading, key = rest
+            df = tables[key]
+            parts.append(f"### {heading}\n")
+            if df.attrs.get("note"):
+                parts.append(f"_{df.attrs['note']}_\n")
+            parts.append(_md_table(df))
+        elif images and rest[0] in images:
+            caption = captions[rest[0]]
+            parts.append(f"![{caption}]({images[rest[0]]})\n\n_{caption}_\n")
     return "\n".join(parts)
 
 
@@ -289,52 +441,39 @@ def _png_base64(fig: Figure) -> str:
 
 
 def to_html(report: Report, figures: dict[str, Figure] | None = None) -> str:
-    """One self-contained HTML page: every table, and every plot embedded as a base64 PNG.
+    """One self-contained HTML page: every table, and every plot embedded as a base64 PNG with its caption.
 
     Example:
         >>> Path("report.html").write_text(to_html(build_report(["mnist"])))  # doctest: +SKIP
     """
     figures = report.figures() if figures is None else figures
+    captions = report.captions()
+    tables = _shown_tables(report)
     body = [f"<h1>Tuning report</h1>\n<p>{html.escape(_header(report))}</p>"]
-
-    def table(heading: str, key: str, df: pd.DataFrame, level: int = 3) -> None:
-        body.append(f'<h{level} id="{html.escape(key)}">{html.escape(heading)}</h{level}>')
-        if df.attrs.get("note"):
-            body.append(f'<p class="note">{html.escape(df.attrs["note"])}</p>')
-        if df.empty:
-            body.append(f'<table class="data" data-table="{html.escape(key)}"><tr><td>(empty)</td></tr></table>')
-        else:
-            table_html = (
-                _display(df)
-                .to_html(index=False, escape=True, classes="data", border=0)
-                .replace("<table ", f'<table data-table="{html.escape(key)}" ', 1)
+    for kind, *rest in _blocks(report):
+        if kind == "section":
+            body.append(f"<h2>{html.escape(rest[0])}</h2>")
+        elif kind == "table":
+            heading, key = rest
+            df, tag = tables[key], html.escape(key)
+            body.append(f'<h3 id="{tag}">{html.escape(heading)}</h3>')
+            if df.attrs.get("note"):
+                body.append(f'<p class="note">{html.escape(df.attrs["note"])}</p>')
+            if df.empty:
+                body.append(f'<table class="data" data-table="{tag}"><tr><td>(empty)</td></tr></table>')
+            else:
+                table_html = (
+                    _display(df)
+                    .to_html(index=False, escape=True, classes="data", border=0)
+                    .replace("<table ", f'<table data-table="{tag}" ', 1)
+                )
+                body.append(f'<div class="wide">{table_html}</div>')
+        elif rest[0] in figures:
+            key, caption = html.escape(rest[0]), html.escape(captions[rest[0]])
+            body.append(
+                f'<figure><img alt="{caption}" data-plot="{key}" '
+                f'src="data:image/png;base64,{_png_base64(figures[rest[0]])}"><figcaption>{caption}</figcaption></figure>'
             )
-            body.append(f'<div class="wide">{table_html}</div>')
-
-    def image(key: str) -> None:
-        alt = html.escape(key)
-        body.append(
-            f'<figure><img alt="{alt}" data-plot="{alt}" src="data:image/png;base64,{_png_base64(figures[key])}">'
-            f"<figcaption>{alt}</figcaption></figure>"
-        )
-
-    body.append("<h2>Comparison</h2>")
-    table("Study comparison", "comparison", report.comparison)
-    if "best_vs_time" in figures:
-        image("best_vs_time")
-    for section in report.studies:
-        key = slug(section.name)
-        body.append(f"<h2>Study {html.escape(section.name)}</h2>")
-        for name, df in section.tables.items():
-            table(df.attrs.get("title", name), f"{key}.{name}", df)
-            if name == "leaderboard":
-                for plot in ("history", "learning_curves"):
-                    if f"{key}.{plot}" in figures:
-                        image(f"{key}.{plot}")
-            if name == "param_importance":
-                for plot in ("importance", "parallel_coordinates"):
-                    if f"{key}.{plot}" in figures:
-                        image(f"{key}.{plot}")
     title = html.escape("Tuning report: " + ", ".join(s.name for s in report.studies))
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
@@ -375,8 +514,23 @@ def to_latex(report: Report, images: dict[str, str] | None = None) -> str:
         r"\section*{Tuning report}",
         esc(_header(report)),
     ]
-    for heading, _key, df in _sections(report):
-        parts.append(rf"\subsection*{{{esc(heading)}}}")
+    tables = _shown_tables(report)
+    captions = report.captions() if images else {}
+    for kind, *rest in _blocks(report):
+        if kind == "section":
+            parts.append(rf"\subsection*{{{esc(rest[0])}}}")
+            continue
+        if kind == "figure":
+            if images and rest[0] in images:
+                parts += [
+                    r"\begin{figure}[h]\centering",
+                    rf"\includegraphics[width=0.8\linewidth]{{{images[rest[0]]}}}",
+                    rf"\caption{{{esc(captions[rest[0]])}}}\end{{figure}}",
+                ]
+            continue
+        heading, key = rest
+        df = tables[key]
+        parts.append(rf"\subsubsection*{{{esc(heading)}}}")
         if df.attrs.get("note"):
             parts.append(rf"\emph{{{esc(df.attrs['note'])}}}\\")
         if df.empty:
@@ -386,12 +540,6 @@ def to_latex(report: Report, images: dict[str, str] | None = None) -> str:
         shown.columns = [esc(str(c)) for c in shown.columns]
         shown = shown.map(esc)
         parts.append(r"{\small" + "\n" + shown.to_latex(index=False, escape=False) + "}")
-    for key, name in (images or {}).items():
-        parts += [
-            r"\begin{figure}[h]\centering",
-            rf"\includegraphics[width=0.8\linewidth]{{{name}}}",
-            rf"\caption{{{esc(key)}}}\end{{figure}}",
-        ]
     parts.append(r"\end{document}")
     return "\n".join(parts) + "\n"
 

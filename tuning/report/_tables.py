@@ -27,6 +27,9 @@ MAX_DISCRETE_VALUES = 10
 FANOVA_TREES = 16
 #: The label of the parameter-effects row that gathers completed trials in which a parameter was not sampled.
 NOT_SAMPLED = "(not sampled)"
+#: Importances resting on fewer completed trials than this are flagged as not reliable: with a handful of
+#: trials, the random forest behind fANOVA has too little to tell a parameter's effect from noise.
+RELIABLE_TRIALS = 20
 
 
 def _titled(df: pd.DataFrame, title: str, note: str = "") -> pd.DataFrame:
@@ -99,6 +102,7 @@ def leaderboard(study: optuna.Study | StudyView, top: int = 10) -> pd.DataFrame:
     columns += ["test_accuracy", "epochs", "train_seconds", "duration_seconds", "state", "mlflow_run_id", *params]
     df = pd.DataFrame(rows, columns=columns)
     df["epochs"] = df["epochs"].astype("Int64")
+    df.attrs.update(ids=["mlflow_run_id"], key_columns=["rank", "trial", *view.objectives])
     order = "first objective, " if view.multi_objective else ""
     return _titled(
         df,
@@ -230,6 +234,7 @@ def param_importance(
     evaluator: optuna.importance.BaseImportanceEvaluator | None = None,
     *,
     min_trials: int = 5,
+    reliable_trials: int = RELIABLE_TRIALS,
 ) -> pd.DataFrame:
     """Each parameter's importance for each objective, from ``optuna.importance.get_param_importances``.
 
@@ -240,6 +245,10 @@ def param_importance(
     ``attrs["note"]`` and ``attrs["evaluator"]``. Optuna only rates the
     parameters that every completed trial has. With fewer than ``min_trials`` completed trials, or when the
     evaluator cannot rate the study, the table is empty and ``attrs["note"]`` says why.
+
+    The note says how many completed trials the importances rest on (also ``attrs["trials"]``); with fewer
+    than ``reliable_trials`` (default :data:`RELIABLE_TRIALS`, 20) it says they are not reliable and
+    ``attrs["reliable"]`` is false.
 
     Columns: ``parameter`` and one ``importance`` column per objective (``importance`` for one objective,
     ``importance_<name>`` for several), sorted by the first.
@@ -257,8 +266,8 @@ def param_importance(
     name = type(evaluator).__name__
     columns = ["importance"] if not view.multi_objective else [f"importance_{o}" for o in view.objectives]
     empty = pd.DataFrame({"parameter": pd.Series(dtype=str), **{c: pd.Series(dtype=float) for c in columns}})
-    empty.attrs["evaluator"] = name
     completed = view.completed
+    empty.attrs.update(evaluator=name, trials=len(completed), reliable=False)
     if len(completed) < min_trials:
         return _titled(
             empty,
@@ -294,10 +303,16 @@ def param_importance(
     )
     df = df.sort_values([columns[0], "parameter"], ascending=[False, True], ignore_index=True)
     skipped = sorted(set(_param_order(view, completed)) - set(rated))
+    reliable = len(completed) >= reliable_trials
     note = f"Evaluator: {name} on {len(completed)} completed trials; importances sum to 1 per objective."
+    if not reliable:
+        note = (
+            f"Not reliable: these importances rest on only {len(completed)} completed trials (fewer than "
+            f"{reliable_trials}); run more trials before trusting the ranking. " + note
+        )
     if skipped:
         note += f" Not rated (absent from some completed trials, or constant): {', '.join(skipped)}."
-    df.attrs["evaluator"] = name
+    df.attrs.update(evaluator=name, trials=len(completed), reliable=reliable)
     return _titled(df, "Parameter importance", note)
 
 
@@ -351,6 +366,7 @@ def pareto_front(study: optuna.Study | StudyView) -> pd.DataFrame:
         rows.append(row)
     df = pd.DataFrame(rows, columns=["trial", *view.objectives, "test_accuracy", "param_count", "epochs", *params])
     df[["param_count", "epochs"]] = df[["param_count", "epochs"]].astype("Int64")
+    df.attrs["key_columns"] = ["trial", *view.objectives]
     goals = ", ".join(f"{o} ({'max' if m else 'min'})" for o, m in zip(view.objectives, view.maximize, strict=True))
     return _titled(
         df, "Pareto front", f"{len(df)} of {len(view.completed)} completed trials are not dominated on {goals}."
