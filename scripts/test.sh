@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests: install what is needed (the project with its test extra; Chromium from Debian, for the HTML report's
 # browser test, when running as root without it), then ruff and pytest. Extra arguments go to pytest, e.g.
-# scripts/test.sh -k space
+# scripts/test.sh -k space. `--fast` runs only the tests not marked slow (pytest -m "not slow"): no training,
+# no subprocess, no server; under a minute.
 set -euo pipefail
 source "$(dirname "$0")/_bootstrap.sh" test
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -13,4 +14,8 @@ if [ -z "${TUNING_DATA_DIR:-}" ] && [ -f "$ROOT/../shared/datasets/mnist.npz" ];
   export TUNING_DATA_DIR="$ROOT/../shared/datasets"
 fi
 ruff check .
-exec python -m pytest "$@"
+args=()
+for arg in "$@"; do
+  if [ "$arg" = "--fast" ]; then args+=(-m "not slow"); else args+=("$arg"); fi
+done
+exec python -m pytest ${args[@]+"${args[@]}"}

@@ -95,6 +95,7 @@ def _listing(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_exits_2_names_the_problem_and_leaves_nothing_behind(
     name: str, tmp_path: Path, mnist_dir: str | None

@@ -49,10 +49,12 @@ def write_space(path: Path, **overrides: object) -> Path:
 # ------------------------------------------------------------------------------------------------ no TensorFlow
 
 
+@pytest.mark.slow
 def test_import_tuning_loads_no_heavy_module(tmp_path: Path) -> None:
     assert heavy_modules_after("import tuning; tuning.SearchSpace; tuning.errors; tuning.records", tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["validate", "search_spaces/mnist_quick.yaml"],
                                   ["validate", "search_spaces/mnist_cnn.yaml", "--set", "train.epochs=3"]])
 def test_help_and_validate_load_no_heavy_module(argv: list[str]) -> None:
@@ -61,6 +63,7 @@ def test_help_and_validate_load_no_heavy_module(argv: list[str]) -> None:
     assert heavy_modules_after(code, ROOT) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", [False, True], ids=["python -m tuning", "tuning script"])
 def test_help_lists_the_commands(tmp_path: Path, script: bool) -> None:
     if script and not SCRIPT.exists():
@@ -73,6 +76,7 @@ def test_help_lists_the_commands(tmp_path: Path, script: bool) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_validate_prints_the_parameters(tmp_path: Path) -> None:
     out = tuning_cmd("validate", str(ROOT / "search_spaces" / "mnist_quick.yaml"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -83,6 +87,7 @@ def test_validate_prints_the_parameters(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # validating writes nothing
 
 
+@pytest.mark.slow
 def test_validate_with_set(tmp_path: Path) -> None:
     out = tuning_cmd("validate", str(ROOT / "search_spaces" / "mnist_quick.yaml"), "--set", "train.epochs=7",
                      "--set", "model.width={per_layer: [8, 16]}", "--set", "study.n_trials=4", cwd=tmp_path)
@@ -93,6 +98,7 @@ def test_validate_with_set(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "model.depht" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_bad_space_exits_2_with_key_path_and_writes_nothing(tmp_path: Path, command: str) -> None:
     space = tmp_path / "bad.yaml"
@@ -104,6 +110,7 @@ def test_bad_space_exits_2_with_key_path_and_writes_nothing(tmp_path: Path, comm
     assert [p.name for p in tmp_path.iterdir()] == ["bad.yaml"]  # no mlruns/, no database
 
 
+@pytest.mark.slow
 def test_studies_on_a_missing_storage_exits_2_and_creates_nothing(tmp_path: Path) -> None:
     out = tuning_cmd("studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
     assert out.returncode == 2 and "does not exist" in out.stderr

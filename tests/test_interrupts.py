@@ -238,6 +238,7 @@ def _study_with_running_trial(url: str, worker: str, **storage: Any) -> tuple[op
     return study, trial
 
 
+@pytest.mark.slow
 def test_a_dead_local_worker_s_trial_is_failed_with_its_reason_and_queued_once(tmp_path: Path) -> None:
     pid = _dead_pid()
     study, trial = _study_with_running_trial(f"sqlite:///{tmp_path}/o.db", f"{socket.gethostname()}:{pid}")
@@ -256,6 +257,7 @@ def test_a_dead_local_worker_s_trial_is_failed_with_its_reason_and_queued_once(t
     assert len(study.get_trials()) == 2
 
 
+@pytest.mark.slow
 def test_the_queued_retry_runs_the_same_configuration(tmp_path: Path) -> None:
     study, trial = _study_with_running_trial(f"sqlite:///{tmp_path}/o.db", f"{socket.gethostname()}:{_dead_pid()}")
     _recovery.recover_dead_workers(study)
@@ -265,6 +267,7 @@ def test_the_queued_retry_runs_the_same_configuration(tmp_path: Path) -> None:
     assert rerun.suggest_float("train.learning_rate", 1e-4, 1e-2, log=True) == trial.params["train.learning_rate"]
 
 
+@pytest.mark.slow
 def test_a_retry_that_dies_too_is_failed_but_not_retried_again(tmp_path: Path) -> None:
     host = socket.gethostname()
     study, _ = _study_with_running_trial(f"sqlite:///{tmp_path}/o.db", f"{host}:{_dead_pid()}")
@@ -278,6 +281,7 @@ def test_a_retry_that_dies_too_is_failed_but_not_retried_again(tmp_path: Path) -
     assert states == [TrialState.FAIL, TrialState.FAIL]  # no third trial queued
 
 
+@pytest.mark.slow
 def test_live_workers_and_other_hosts_are_left_to_the_heartbeat(tmp_path: Path) -> None:
     sleeper = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(60)"])
     try:
@@ -293,6 +297,7 @@ def test_live_workers_and_other_hosts_are_left_to_the_heartbeat(tmp_path: Path) 
         sleeper.wait()
 
 
+@pytest.mark.slow
 def test_the_heartbeat_path_and_the_dead_worker_path_do_not_both_retry(tmp_path: Path) -> None:
     # A stale heartbeat AND a dead local worker: whichever path runs first retries; the other does nothing.
     for first in ("heartbeat", "recovery"):
