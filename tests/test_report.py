@@ -52,27 +52,27 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 EPOCHS = 2
 #: Baselines run first, in this order: two that learn (never pruned: the pruner's first two trials), one that
-#: stays at chance level (pruned by the median pruner at epoch 1) and one that diverges (fails: NaN loss).
+#: diverges (fails: NaN loss) and one that stays at chance level (pruned by the median pruner at epoch 1).
 BASELINES = [
     {"model.depth": 2, "model.width": [32, 32], "model.dropout": 0.0, "train.optimizer": "adam",
      "train.learning_rate": 0.01},
     {"model.depth": 1, "model.width": [32], "model.dropout": 0.0, "train.optimizer": "adam",
      "train.learning_rate": 0.01},
-    {"model.depth": 1, "model.width": [16], "model.dropout": 0.5, "train.optimizer": "sgd",
-     "train.learning_rate": 1.0e-5},
     {"model.depth": 3, "model.width": [32, 32, 32], "model.dropout": 0.0, "train.optimizer": "sgd",
      "train.learning_rate": 1000.0},
+    {"model.depth": 1, "model.width": [16], "model.dropout": 0.5, "train.optimizer": "sgd",
+     "train.learning_rate": 0.001},
 ]  # fmt: skip
 
 
-def _space(name: str, n_trials: int, **study: object) -> dict:
-    """A tiny real space whose learning-rate range runs from "learns nothing" to "diverges"."""
+def _space(name: str, n_trials: int, lr: tuple[float, float] = (1.0e-3, 1.0), **study: object) -> dict:
+    """A tiny real space: MLPs of 1-3 layers, 2 epochs on 240 MNIST images, learning rates in ``lr``."""
     return {
         "data": {"dataset": "mnist", "train_size": 300, "validation_split": 0.2, "test_size": 100},
         "model": {"family": "mlp", "depth": {"low": 1, "high": 3}, "width": {"per_layer": [16, 32]},
                   "dropout": {"low": 0.0, "high": 0.5, "step": 0.1}},
         "train": {"epochs": EPOCHS, "batch_size": 64, "optimizer": ["adam", "sgd"], "chance_epochs": 0,
-                  "learning_rate": {"low": 1.0e-5, "high": 1000.0, "log": True}},
+                  "learning_rate": {"low": lr[0], "high": lr[1], "log": True}},
         "objective": {"metric": "val_accuracy"},
         "study": {"name": name, "n_trials": n_trials, "seed": 0, **study},
     }  # fmt: skip
@@ -82,6 +82,7 @@ def _space(name: str, n_trials: int, **study: object) -> dict:
 def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One SQLite storage written by ``tuning.run``: a tracked TPE study with pruning (complete, pruned and
     failed trials), an untracked random study, a multi-objective one, one whose every trial fails, an empty one.
+    About 25 tiny trials: half a minute on 2 idle cores.
     """
     import tuning
 
@@ -93,11 +94,12 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
         if MNIST_DIR:
             mp.setenv("TUNING_DATA_DIR", MNIST_DIR)
         pruner = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0}
-        tpe = _space("tpe", 10, sampler={"type": "tpe", "n_startup_trials": 5}, pruner=pruner, enqueue=BASELINES)
+        tpe = _space("tpe", 7, (1.0e-3, 1000.0), sampler={"type": "tpe", "n_startup_trials": 5}, pruner=pruner,
+                     enqueue=BASELINES)  # fmt: skip
         tuning.run(tpe, storage=url, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-        tuning.run(_space("random", 8, sampler={"type": "random"}, pruner="none"), storage=url, tracking=False)
-        multi = _space("multi", 6, sampler={"type": "random"}, pruner="none")
-        multi["train"].update(optimizer="adam", learning_rate={"low": 1.0e-3, "high": 0.1, "log": True})
+        tuning.run(_space("random", 7, sampler={"type": "random"}, pruner="none"), storage=url, tracking=False)
+        multi = _space("multi", 5, (1.0e-3, 0.1), sampler={"type": "random"}, pruner="none")
+        multi["train"]["optimizer"] = "adam"
         multi["objective"] = [{"metric": "val_accuracy"}, {"metric": "params", "direction": "minimize"}]
         tuning.run(multi, storage=url, tracking=False)
         failing = _space("all-failed", 1, pruner="none", max_consecutive_failures=2)
@@ -131,12 +133,12 @@ def test_fixture_has_every_outcome(storage: str) -> None:
 @pytest.mark.slow
 def test_leaderboard_best_equals_study_best_value(storage: str) -> None:
     study = _load(storage, "tpe")
-    board = leaderboard(study, top=3)
-    assert len(board) == 3
+    board = leaderboard(study, top=2)
+    assert len(board) == 2
     assert board.loc[0, "val_accuracy"] == study.best_value
     assert board.loc[0, "trial"] == study.best_trial.number
     assert board["val_accuracy"].is_monotonic_decreasing
-    assert list(board["rank"]) == list(range(1, 4))
+    assert list(board["rank"]) == [1, 2]
     for _, row in board.iterrows():
         trial = study.trials[row["trial"]]
         assert row["test_accuracy"] == trial.user_attrs[records.TEST_ACCURACY]
@@ -183,12 +185,12 @@ def test_parameter_effects_numbers_for_a_categorical_value(storage: str) -> None
 @pytest.mark.slow
 def test_parameter_effects_bins_log_range(storage: str) -> None:
     study = _load(storage, "random")
-    effects = parameter_effects(study, bins=4)
+    effects = parameter_effects(study, bins=3)
     lr = effects[effects["parameter"] == "train.learning_rate"]
     assert set(lr["group"]) == {"bin"}
-    assert set(lr["value"]) <= {"[1e-05, 0.001)", "[0.001, 0.1)", "[0.1, 10)", "[10, 1000]"}
-    in_first = [t.value for t in _completed(study) if t.params["train.learning_rate"] < 1e-3]
-    first = lr[lr["value"] == "[1e-05, 0.001)"]
+    assert set(lr["value"]) <= {"[0.001, 0.01)", "[0.01, 0.1)", "[0.1, 1]"}
+    in_first = [t.value for t in _completed(study) if t.params["train.learning_rate"] < 1e-2]
+    first = lr[lr["value"] == "[0.001, 0.01)"]
     assert first["trials"].sum() == len(in_first)
     depth = effects[effects["parameter"] == "model.depth"]
     assert set(depth["value"]) <= {"1", "2", "3"} and set(depth["group"]) == {"value"}
@@ -196,7 +198,7 @@ def test_parameter_effects_bins_log_range(storage: str) -> None:
 
 @pytest.mark.slow
 def test_param_importance_names_evaluator_and_sums_to_one(storage: str) -> None:
-    study = _load(storage, "tpe")
+    study = _load(storage, "random")
     completed = _completed(study)
     table = param_importance(study)
     assert table.attrs["evaluator"] == "FanovaImportanceEvaluator"
@@ -206,7 +208,7 @@ def test_param_importance_names_evaluator_and_sums_to_one(storage: str) -> None:
     assert {"model.depth", "train.learning_rate"} <= set(table["parameter"])
     assert table["importance"].sum() == pytest.approx(1.0)
     assert table["importance"].is_monotonic_decreasing
-    assert "model.width.2" in table.attrs["note"]  # conditional: named as not rated
+    assert any(name in table.attrs["note"] for name in ("model.width.2", "model.width.3"))  # conditional: not rated
     # A tiny study: the note says how many trials the ranking rests on, and that it is not reliable.
     assert table.attrs["trials"] == len(completed) < 20 and not table.attrs["reliable"]
     assert table.attrs["note"].startswith(f"Not reliable: these importances rest on only {len(completed)} completed")
@@ -299,13 +301,13 @@ def test_history_data_best_so_far(storage: str) -> None:
 @pytest.mark.slow
 def test_learning_curves_data_from_history_attr(storage: str) -> None:
     study = _load(storage, "tpe")
-    data = learning_curves_data(study, top=3)
+    data = learning_curves_data(study, top=2)
     assert data.attrs["metric"] == "val_accuracy"
-    assert list(data.groupby("rank")["trial"].first()) == list(leaderboard(study, top=3)["trial"])
+    assert list(data.groupby("rank")["trial"].first()) == list(leaderboard(study, top=2)["trial"])
     best = data[data["rank"] == 1]
     assert list(best["value"]) == study.best_trial.user_attrs[records.HISTORY]["val_accuracy"]
-    fig = plot_learning_curves(study, top=3)
-    assert len(fig.axes[0].lines) == 3
+    fig = plot_learning_curves(study, top=2)
+    assert len(fig.axes[0].lines) == 2
     ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= EPOCHS]
     assert ticks and all(float(t).is_integer() for t in fig.axes[0].get_xticks())  # epochs: no 1.25, 1.5
 
@@ -689,7 +691,7 @@ def test_report_compares_two_real_keras_studies(storage: str, tmp_path: Path) ->
     for study in (tpe, rnd):
         row = comparison.loc[study.study_name]
         assert row["best"] == study.best_value
-        assert row["trials"] == len(study.trials) >= 8
+        assert row["trials"] == len(study.trials) >= 7
         assert row["total_epochs"] == sum(t.user_attrs[records.EPOCHS] for t in study.trials)
         assert bool(row["reached"]) and 1 <= row["trials_to_target"] <= len(study.trials)
         board = pd.read_csv(tmp_path / "out" / f"{study.study_name}.leaderboard.csv")

@@ -2,8 +2,9 @@
 
 Tables: :func:`leaderboard`, :func:`parameter_effects`, :func:`param_importance`, :func:`compare_studies`,
 :func:`pareto_front`, :func:`outcomes`. Plots: ``plot_*`` functions, each drawing the DataFrame of the
-matching ``*_data`` function. :func:`write_report` is what ``tuning report`` runs. Importing this package
-imports neither TensorFlow, Keras nor MLflow (pandas, Optuna and matplotlib load when first used).
+matching ``*_data`` function; :meth:`Report.captions` says in a sentence what each shows. :func:`write_report`
+is what ``tuning report`` runs. Importing this package imports neither TensorFlow, Keras nor MLflow (pandas,
+Optuna and matplotlib load when first used).
 
 Example:
     >>> import optuna
@@ -18,6 +19,7 @@ from tuning.report._load import EmptyStudyError, StudyView, load_studies, open_s
 from tuning.report._plots import (
     history_data,
     learning_curves_data,
+    parallel_axes,
     parallel_coordinates_data,
     plot_best_vs_time,
     plot_learning_curves,
@@ -27,6 +29,7 @@ from tuning.report._plots import (
 )
 from tuning.report._report import FORMATS, Report, StudyReport, build_report, render, write_report
 from tuning.report._tables import (
+    RELIABLE_TRIALS,
     compare_studies,
     leaderboard,
     outcomes,
@@ -37,6 +40,7 @@ from tuning.report._tables import (
 
 __all__ = [
     "FORMATS",
+    "RELIABLE_TRIALS",
     "EmptyStudyError",
     "Report",
     "StudyReport",
@@ -49,6 +53,7 @@ __all__ = [
     "load_studies",
     "open_storage",
     "outcomes",
+    "parallel_axes",
     "parallel_coordinates_data",
     "param_importance",
     "parameter_effects",

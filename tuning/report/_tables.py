@@ -68,7 +68,8 @@ def leaderboard(study: optuna.Study | StudyView, top: int = 10) -> pd.DataFrame:
     Columns: ``rank``, ``trial``, one per objective, ``test_accuracy``, ``epochs``, ``train_seconds``,
     ``duration_seconds`` (trial start to end), ``state``, ``mlflow_run_id``, then one column per parameter
     (key path, empty where a trial did not sample it). Multi-objective studies are ranked by the first
-    objective and get a ``pareto`` column.
+    objective and get a ``pareto`` column. ``attrs["ids"]`` names the id columns (kept in CSV and JSON, left
+    out of the Markdown, HTML and LaTeX tables) and ``attrs["key_columns"]`` those those tables always show.
 
     Example:
         >>> board = leaderboard(optuna.load_study(study_name="mnist", storage=url), top=5)  # doctest: +SKIP
