@@ -395,7 +395,8 @@ def test_json_round_trip(storage: str) -> None:
 def test_run_ids_are_in_csv_and_json_but_not_in_the_tables_people_read(storage: str, tmp_path: Path) -> None:
     study = _load(storage, "tpe")
     run_ids = {t.user_attrs[records.MLFLOW_RUN_ID] for t in study.trials}
-    board = pd.read_csv(io.StringIO(render(build_report(["tpe"], storage), "csv").split("# tpe.leaderboard\n")[1]))
+    write_report(["tpe"], storage=storage, fmt="csv", out=tmp_path, stream=io.StringIO())
+    board = pd.read_csv(tmp_path / "tpe.leaderboard.csv")
     assert set(board["mlflow_run_id"]) <= run_ids and len(set(board["mlflow_run_id"])) == len(board)
     report = build_report(["tpe"], storage)
     assert json.loads(render(report, "json"))["studies"]["tpe"]["leaderboard"][0]["mlflow_run_id"] in run_ids
@@ -407,10 +408,10 @@ def test_run_ids_are_in_csv_and_json_but_not_in_the_tables_people_read(storage: 
 
 @pytest.mark.slow
 def test_markdown_and_latex_to_stream(storage: str) -> None:
-    report = build_report(["tpe"], storage, top=3)
+    report = build_report(["random"], storage, top=3)
     text = render(report, "md")
     assert text.count("\n### ") == 5 and "| rank | trial | val_accuracy |" in text
-    assert f"{_load(storage, 'tpe').best_value:.4g}" in text
+    assert f"{_load(storage, 'random').best_value:.4g}" in text
     latex = render(report, "latex")
     assert latex.count(r"\begin{tabular}") == 5 and r"train.learning\_rate" in latex
 
@@ -497,7 +498,8 @@ def test_leaderboard_shows_what_differs_and_names_what_does_not(plain: str) -> N
     assert "Same in every row: " in text and "state complete" in text and "fixed same" in text
     assert "Ids (mlflow_run_id) are in the CSV and JSON output." in text
     page = to_html(report, {})  # the tables only: drawing the plots is not the point here
-    assert "mlflow_run_id</th>" not in page and "<th>p4</th>" in page
+    assert "<th>mlflow" not in page and "<th>p4</th>" in page
+    assert "<th>duration_<wbr>seconds</th>" in page  # long names may wrap: the table fits the page
 
 
 def test_two_studies_start_with_the_comparison_side_by_side_and_one_time_plot(plain: str) -> None:

@@ -1,12 +1,15 @@
 """MLflow tracking of studies, against real MLflow stores (SQLite files and a real `mlflow server`).
 
-The tests drive :class:`MlflowTracker` through its hooks the way the runner does (a real Optuna study,
-real ``SearchSpace.suggest``, tiny real Keras models on 200 MNIST rows) and read back with ``MlflowClient``.
+Studies run through ``tuning.run`` (tiny real Keras models on 200 MNIST rows; Ctrl-C is a real SIGINT sent by
+an observer) and are read back with ``MlflowClient``. The thread and process tests drive
+:class:`MlflowTracker`'s hooks directly, with synthetic epochs: their point is concurrent logging, not training.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,14 +17,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from conftest import MNIST_DIR, ROOT, free_port, subprocess_env
 
+import tuning
 from tuning import records
 from tuning.errors import TrackingError
-from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, TrialOutcome
+from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, StudyObserver, TrialOutcome
 from tuning.space import SearchSpace
 from tuning.tracking import MlflowTracker
 
@@ -34,16 +37,21 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # ---------------------------------------------------------------- helpers (this file's own)
 
 
+def _raw(name: str = "demo", objective: str = "val_accuracy", direction: str = "maximize", **study) -> dict:
+    """A tiny real space: one hidden layer of 8-64 units, 2 epochs, learning rates from "learns nothing" (1e-5,
+    with SGD) up."""
+    return {
+        "data": {"train_size": 200, "test_size": 100},
+        "model": {"family": "mlp", "depth": 1, "width": {"low": 8, "high": 64, "step": 8}},
+        "train": {"epochs": 2, "optimizer": ["adam", "sgd"], "chance_epochs": 0,
+                  "learning_rate": {"low": 1.0e-5, "high": 0.1, "log": True}},
+        "objective": [{"metric": objective, "direction": direction}],
+        "study": {"name": name, "pruner": "none", "seed": 0, **study},
+    }  # fmt: skip
+
+
 def _space(name: str = "demo", objective: str = "val_accuracy", direction: str = "maximize", **study) -> SearchSpace:
-    return SearchSpace.from_dict(
-        {
-            "data": {"train_size": 200},
-            "model": {"family": "mlp", "depth": 1, "width": {"low": 8, "high": 64, "step": 8}},
-            "train": {"epochs": 2, "learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
-            "objective": [{"metric": objective, "direction": direction}],
-            "study": {"name": name, **study},
-        }
-    )
+    return SearchSpace.from_dict(_raw(name, objective, direction, **study))
 
 
 def _study(space: SearchSpace, storage: str) -> optuna.Study:
@@ -57,70 +65,48 @@ def _study(space: SearchSpace, storage: str) -> optuna.Study:
     return study
 
 
-@pytest.fixture(scope="module")
-def mnist() -> tuple[np.ndarray, ...]:
-    from tuning.data import _read
-
-    data = _read("mnist", MNIST_DIR)  # the local copy, or Keras's download
-    x, y = data["x_train"][:300], data["y_train"][:300]
-    x = x.reshape(len(x), -1).astype("float32") / 255.0
-    return x[:200], y[:200], x[200:], y[200:]
+def _trial(width: int, optimizer: str = "adam", learning_rate: float = 0.01) -> dict:
+    """An enqueued configuration: adam at 0.01 learns; sgd at 1e-5 stays at chance level."""
+    return {"model.width": width, "train.optimizer": optimizer, "train.learning_rate": learning_rate}
 
 
-def _train(mnist, trial, tracker, width: int, epochs: int):
-    """A tiny real Keras model trained like the runner does, reporting each epoch to the tracker."""
+LEARNS, CHANCE = ("adam", 0.01), ("sgd", 1.0e-5)
+#: The width :func:`_build` refuses: its trial fails before training.
+UNBUILDABLE = 24
+
+
+def _build(config):
+    """A user's ``build_fn``: the one hidden layer the space describes, except that width 24 cannot be built."""
     import keras
 
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(0)
-    x, y, xv, yv = mnist
-    model = keras.Sequential(
-        [keras.Input((784,)), keras.layers.Dense(width, activation="relu"), keras.layers.Dense(10, "softmax")]
+    width = config.params["model.width"]
+    if width == UNBUILDABLE:
+        raise ValueError(f"this model cannot be built with width {width}")
+    layers = keras.layers
+    return keras.Sequential(
+        [keras.Input((28, 28, 1)), layers.Flatten(), layers.Dense(width, "relu"), layers.Dense(10, "softmax")]
     )
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-    class Report(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            tracker.epoch_ended(trial, epoch + 1, {**logs, "epoch_seconds": time.perf_counter() - self.start})
-
-    fit = model.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=50, verbose=0, callbacks=[Report()])
-    return model, {k: [float(v) for v in vs] for k, vs in fit.history.items()}
 
 
-def _run_trial(study, space, tracker, mnist, *, width: int, state: str = COMPLETE, epochs: int = 1) -> optuna.Trial:
-    """One trial through the hooks in the runner's order, then told to Optuna."""
-    study.enqueue_trial({"model.width": width})
-    trial = study.ask()
-    config = space.suggest(trial)
-    tracker.trial_started(trial, config)
-    attrs: dict = {records.SEED: trial.number}
-    if state == FAILED:
-        outcome = TrialOutcome(FAILED, reason="the loss became NaN at epoch 1 (a lower learning_rate usually helps)")
-    elif state == INTERRUPTED:
-        outcome = TrialOutcome(INTERRUPTED, reason="interrupted")
-    else:
-        model, history = _train(mnist, trial, tracker, config.model.width[0], epochs)
-        attrs.update({records.EPOCHS: epochs, records.PARAM_COUNT: model.count_params(), records.TRAIN_SECONDS: 0.5})
-        attrs[records.HISTORY] = history
-        if state == PRUNED:
-            outcome = TrialOutcome(PRUNED, reason="pruned by the median pruner at epoch 1", history=history)
-        else:
-            metric = space.objectives[0].metric
-            value = float(model.count_params()) if metric == "params" else history[metric][-1]
-            attrs[records.TEST_ACCURACY] = 0.5
-            outcome = TrialOutcome(COMPLETE, values=[value], model=model, history=history)
-    outcome.user_attrs = attrs
-    for key, value in {**attrs, **({records.REASON: outcome.reason} if outcome.reason else {})}.items():
-        trial.set_user_attr(key, value)
-    tracker.trial_finished(trial, outcome)
-    if state == COMPLETE:
-        study.tell(trial, outcome.values[0])
-    else:
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED if state == PRUNED else optuna.trial.TrialState.FAIL)
-    return trial
+class CtrlCAt(StudyObserver):
+    """Presses Ctrl-C (a real SIGINT to this process) after the first epoch of the trial with this width."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def epoch_ended(self, trial, epoch, logs) -> None:
+        if trial.params.get("model.width") == self.width:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in ``tmp_path`` with MNIST from the local copy and no MLFLOW_TRACKING_URI."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if MNIST_DIR:
+        monkeypatch.setenv("TUNING_DATA_DIR", MNIST_DIR)
+    return tmp_path
 
 
 def _client(uri: str):
@@ -211,28 +197,35 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_study_mirrors_into_one_parent_and_a_nested_run_per_trial(tmp_path, mnist):
+def test_study_mirrors_into_one_parent_and_a_nested_run_per_trial(in_tmp):
+    tmp_path = in_tmp
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    space = _space("mirror")
-    study = _study(space, f"sqlite:///{tmp_path / 'optuna.db'}")
-    tracker = MlflowTracker(uri)
-    tracker.check()
-    tracker.study_started(study, space)
-    plan = [(16, COMPLETE, 2), (32, COMPLETE, 2), (8, PRUNED, 1), (24, FAILED, 0), (40, INTERRUPTED, 0)]
-    trials = [_run_trial(study, space, tracker, mnist, width=w, state=s, epochs=e) for w, s, e in plan]
-    tracker.study_finished(study, interrupted=False)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    plan = [(16, LEARNS, COMPLETE), (32, LEARNS, COMPLETE), (8, CHANCE, PRUNED), (UNBUILDABLE, LEARNS, FAILED),
+            (64, LEARNS, INTERRUPTED)]  # fmt: skip
+    # The median pruner prunes from the third trial on: the one at chance level is far below the median.
+    raw = _raw("mirror", pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+               enqueue=[_trial(w, *how) for w, how, _ in plan])  # fmt: skip
+    space = SearchSpace.from_dict(raw)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C in the fifth trial
+        tuning.run(space, n_trials=4, storage=storage, tracking_uri=uri, build_fn=_build, observers=[CtrlCAt(64)])
+    _, (parent,), _ = _runs(uri, "mirror")
+    assert parent.info.status == "KILLED"
+    # Resumed: the interrupted configuration runs again, first.
+    study = tuning.run(space, n_trials=4, storage=storage, tracking_uri=uri, build_fn=_build)
+    states = [*(state for *_, state in plan), COMPLETE]
+    assert [records_state(t) for t in study.trials] == states
 
     client, parents, runs = _runs(uri, "mirror")  # experiment named after the study
-    assert len(parents) == 1 and len(runs) == len(plan)
+    assert len(parents) == 1 and len(runs) == len(states)
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert study.user_attrs[records.MLFLOW_RUN_ID] == parent.info.run_id
     assert study.user_attrs[records.MLFLOW_EXPERIMENT] == "mirror"
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
     expected_status = {COMPLETE: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED", INTERRUPTED: "KILLED"}
-    for trial, (_, state, epochs) in zip(trials, plan, strict=True):
-        frozen = study.trials[trial.number]
-        run = by_number[trial.number]
+    for frozen, state in zip(study.trials, states, strict=True):
+        run = by_number[frozen.number]
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert frozen.user_attrs[records.MLFLOW_RUN_ID] == run.info.run_id
         assert run.data.params == {k: str(v) for k, v in frozen.params.items()}
@@ -244,7 +237,9 @@ def test_study_mirrors_into_one_parent_and_a_nested_run_per_trial(tmp_path, mnis
         if state != COMPLETE:
             assert run.data.tags["tuning.reason"] == frozen.user_attrs[records.REASON]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        if epochs:  # trained: one point per epoch per Keras metric, step = epoch
+        if state in (COMPLETE, PRUNED):  # trained: one point per epoch per Keras metric, step = epoch
+            epochs = frozen.user_attrs[records.EPOCHS]
+            assert epochs == (2 if state == COMPLETE else 1)
             for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
                 points = client.get_metric_history(run.info.run_id, metric)
                 assert sorted(p.step for p in points) == list(range(1, epochs + 1)), metric
@@ -252,10 +247,10 @@ def test_study_mirrors_into_one_parent_and_a_nested_run_per_trial(tmp_path, mnis
         if state == COMPLETE:
             assert run.data.metrics["final.val_accuracy"] == pytest.approx(frozen.value)
             assert run.data.metrics["final.param_count"] == frozen.user_attrs[records.PARAM_COUNT]
-            assert run.data.metrics["final.test_accuracy"] == 0.5
+            assert run.data.metrics["final.test_accuracy"] == pytest.approx(frozen.user_attrs[records.TEST_ACCURACY])
             assert "model_summary.txt" in artifacts and "model.keras" not in artifacts
     # The parent: counts, best so far, the space as resolved, the best model, the curves.
-    assert parent.data.metrics["trials.complete"] == 2
+    assert parent.data.metrics["trials.complete"] == 3
     assert parent.data.metrics["trials.pruned"] == 1
     assert parent.data.metrics["trials.failed"] == 2  # failed and interrupted
     assert parent.data.metrics["best.val_accuracy"] == pytest.approx(study.best_value)
@@ -275,19 +270,23 @@ def test_study_mirrors_into_one_parent_and_a_nested_run_per_trial(tmp_path, mnis
     assert len(Path(history).read_text().splitlines()) == 3  # header + 2 epochs
 
 
+def records_state(trial: optuna.trial.FrozenTrial) -> str:
+    """The observer state a finished trial had: complete, pruned, failed, or interrupted (failed, so recorded)."""
+    if trial.state == optuna.trial.TrialState.FAIL:
+        return INTERRUPTED if trial.user_attrs.get(records.REASON) == INTERRUPTED else FAILED
+    return {optuna.trial.TrialState.COMPLETE: COMPLETE, optuna.trial.TrialState.PRUNED: PRUNED}[trial.state]
+
+
 @pytest.mark.slow
-def test_best_model_is_replaced_when_a_trial_beats_it_and_every_model_kept_on_request(tmp_path, mnist):
+def test_best_model_is_replaced_when_a_trial_beats_it_and_every_model_kept_on_request(in_tmp):
     import keras
 
+    tmp_path = in_tmp
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    space = _space("smallest", objective="params", direction="minimize")
-    study = _study(space, f"sqlite:///{tmp_path / 'optuna.db'}")
-    tracker = MlflowTracker(uri, experiment="shrinking", keep_models=True)
-    tracker.check()
-    tracker.study_started(study, space)
-    for width in (48, 16, 32):  # trial 1 (width 16) beats trial 0; trial 2 does not beat trial 1
-        _run_trial(study, space, tracker, mnist, width=width)
-    tracker.study_finished(study, interrupted=False)
+    # trial 1 (width 16) beats trial 0; trial 2 does not beat trial 1
+    raw = _raw("shrinking", objective="params", direction="minimize", enqueue=[_trial(w) for w in (48, 16, 32)])
+    study = tuning.run(raw, n_trials=3, storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=uri,
+                       keep_models=True)  # fmt: skip
 
     client, (parent,), runs = _runs(uri, "shrinking")
     assert parent.data.tags["tuning.best_trial"] == "1"
@@ -302,38 +301,33 @@ def test_best_model_is_replaced_when_a_trial_beats_it_and_every_model_kept_on_re
         assert [m.name for m in _logged_models(client, run.info.run_id)] == ["model"]
 
 
-def test_resumed_study_continues_under_the_same_parent_run(tmp_path):
+@pytest.mark.slow
+def test_resumed_study_continues_under_the_same_parent_run(in_tmp):
+    tmp_path = in_tmp
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    space = _space("resume")
-    for session in range(2):
-        study = _study(space, storage)
-        tracker = MlflowTracker(uri)
-        tracker.check()
-        tracker.study_started(study, space)
-        _run_trial(study, space, tracker, None, width=8 + 8 * session, state=FAILED)
-        tracker.study_finished(study, interrupted=session == 0)
-        _, parents, _ = _runs(uri, "resume")
-        assert parents[0].info.status == ("KILLED" if session == 0 else "FINISHED")
-
+    raw = _raw("resume", enqueue=[_trial(8)])
+    with pytest.raises(KeyboardInterrupt):  # session 0: Ctrl-C in its only trial
+        tuning.run(raw, n_trials=1, storage=storage, tracking_uri=uri, observers=[CtrlCAt(8)])
+    _, parents, _ = _runs(uri, "resume")
+    assert parents[0].info.status == "KILLED"
+    tuning.run(raw, n_trials=1, storage=storage, tracking_uri=uri)  # session 1: runs it again, to the end
     client, parents, runs = _runs(uri, "resume")
+    assert parents[0].info.status == "FINISHED"
     assert len(parents) == 1 and len(runs) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
-    counts = client.get_metric_history(parents[0].info.run_id, "trials.failed")
-    assert max(p.value for p in counts) == 2  # the second session counted the first session's trial
+    failed = client.get_metric_history(parents[0].info.run_id, "trials.failed")
+    # The second session, whose trial completed, counted the first session's trial.
+    assert max(failed, key=lambda p: (p.step, p.timestamp)).value == 1
+    assert parents[0].data.metrics["trials.complete"] == 1
 
 
-def test_embedded_default_lands_in_mlruns(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    space = _space("default-place")
-    tracker = MlflowTracker()
-    assert tracker.uri == "sqlite:///mlruns/mlflow.db"
-    tracker.check()  # creates mlruns/
-    study = _study(space, "sqlite:///mlruns/optuna.db")
-    tracker.study_started(study, space)
-    _run_trial(study, space, tracker, None, width=8, state=FAILED)
-    tracker.study_finished(study, interrupted=False)
+@pytest.mark.slow
+def test_embedded_default_lands_in_mlruns(in_tmp):
+    tmp_path = in_tmp
+    raw = _raw("default-place", enqueue=[_trial(8)])
+    raw["train"]["epochs"] = 1
+    tuning.run(raw, n_trials=1)
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
     client, (parent,), _ = _runs("sqlite:///mlruns/mlflow.db", "default-place")
     assert Path(parent.info.artifact_uri).resolve().is_relative_to(tmp_path / "mlruns" / "artifacts")
@@ -344,25 +338,28 @@ def test_embedded_default_lands_in_mlruns(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_password_in_the_storage_url_never_reaches_mlflow(tmp_path, mnist, caplog):
+def test_a_password_in_the_storage_url_never_reaches_mlflow(in_tmp, caplog):
+    """The space names a password-protected storage (a study section others would share) and a trial fails
+    with an error quoting it; the study itself runs on a local SQLite file, as nothing here serves PostgreSQL."""
+    import keras
+
+    tmp_path = in_tmp
     storage_url = f"postgresql://tuner:{PASSWORD}@db.internal:5432/optuna"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    space = _space("secret", storage=storage_url)
-    study = _study(space, f"sqlite:///{tmp_path / 'optuna.db'}")
-    tracker = MlflowTracker(uri, storage_url=storage_url, keep_models=True)
-    tracker.check()
-    tracker.study_started(study, space)
-    _run_trial(study, space, tracker, mnist, width=8)
-    study.enqueue_trial({"model.width": 16})
-    trial = study.ask()
-    tracker.trial_started(trial, space.suggest(trial))
-    reason = f"OperationalError: could not connect to {storage_url}"
-    tracker.trial_finished(trial, TrialOutcome(FAILED, reason=reason))
-    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    tracker.study_finished(study, interrupted=False)
+
+    def build_fn(config):
+        if config.params["model.width"] == 16:
+            raise RuntimeError(f"OperationalError: could not connect to {storage_url}")
+        return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                 keras.layers.Dense(config.params["model.width"], activation="relu"),
+                                 keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+
+    raw = _raw("secret", storage=storage_url, enqueue=[_trial(16), _trial(8)])  # fails, then completes
+    tuning.run(raw, n_trials=1, storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=uri,
+               keep_models=True, build_fn=build_fn)  # fmt: skip
 
     client, parents, runs = _runs(uri, "secret")
-    assert len(runs) == 2
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
     seen, names = [], []
     for run in parents + runs:
         seen += [json.dumps(run.data.params), json.dumps(run.data.tags), json.dumps(run.data.metrics)]
@@ -376,7 +373,7 @@ def test_a_password_in_the_storage_url_never_reaches_mlflow(tmp_path, mnist, cap
             names += [p.name for p in folder.rglob("*") if p.is_file()]
     assert {"space.yaml", "model.keras", "MLmodel", "history.csv", "model_summary.txt"} <= set(names)
     text = "\n".join(seen)
-    assert "tuner:***@db.internal" in text  # the URL is there, redacted (space.yaml, the reason, the tag)
+    assert "tuner:***@db.internal" in text  # the URL is there, redacted (space.yaml, the reason)
     assert PASSWORD not in text
     assert PASSWORD not in caplog.text
 
@@ -412,6 +409,7 @@ def test_deleted_experiment_is_a_tracking_error_naming_the_fix(tmp_path):
     assert "mlflow experiments restore" in str(err.value)
 
 
+@pytest.mark.slow
 def test_importing_tracking_does_not_import_mlflow():
     code = (
         "import sys, tuning.tracking, tuning._redact; print(sorted({'mlflow', 'tensorflow', 'keras'} & {*sys.modules}))"
@@ -597,6 +595,7 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
         _stop(ui)
 
 
+@pytest.mark.slow
 def test_tuning_run_with_an_unreachable_tracking_server_exits_2_before_training(tmp_path):
     (tmp_path / "space.yaml").write_text(_E2E_SPACE)
     env = subprocess_env(MNIST_DIR)

@@ -87,60 +87,68 @@ class Report:
         return figures
 
     def captions(self) -> dict[str, str]:
-        """A sentence per plot, under the keys of :meth:`figures`: what it shows and how to read it."""
-        from tuning.report import _plots
+        """A sentence per plot, under the keys of :meth:`figures`: what it shows and how to read it.
 
+        Example:
+            >>> build_report(["tpe", "random"], target=0.97).captions()["best_vs_time"]  # doctest: +SKIP
+            'Best val_accuracy so far against wall time since the first trial started, one line per study ...'
+        """
         names = [s.name for s in self.studies]
-        objectives = sorted({s.view.objectives[0] for s in self.studies})
-        time = (
-            f"Best {' / '.join(objectives)} so far against wall time since the first trial started, "
-            f"{'one line per study (' + ', '.join(names) + ')' if len(names) > 1 else 'for study ' + names[0]}"
-        )
-        captions = {"best_vs_time": time + (f"; the dashed line is the target {self.target:g}." if self.target
-                                            is not None else ".")}
+        objectives = " / ".join(sorted({s.view.objectives[0] for s in self.studies}))
+        which = f"one line per study ({', '.join(names)})" if len(names) > 1 else f"for study {names[0]}"
+        target = f"; the dashed line is the target {self.target:g}" if self.target is not None else ""
+        time = f"Best {objectives} so far against wall time since the first trial started, {which}{target}."
+        captions = {"best_vs_time": time}
         for section in self.studies:
-            key, name, view = slug(section.name), section.name, section.view
-            objective = view.objectives[0]
-            best = section.tables["leaderboard"].iloc[0]
-            captions[f"{key}.history"] = (
-                f"Optimisation history of {name}: the {objective} of each completed trial by trial number (dots) "
-                f"and the best so far (line); the best, {_cell(float(best[objective]))}, "
-                f"came from trial {best['trial']}."
-            )
-            curves = _plots.learning_curves_data(view, top=min(self.top, 5))
-            captions[f"{key}.learning_curves"] = (
-                f"Learning curves of the top {curves['trial'].nunique()} trials of {name}: "
-                f"{curves.attrs.get('metric') or 'the metric'} after each epoch."
-                if not curves.empty
-                else f"Learning curves of {name}: no per-epoch history was recorded."
-            )
-            importance = section.tables["param_importance"]
-            trials = importance.attrs.get("trials", len(view.completed))
-            if importance.empty:
-                captions[f"{key}.importance"] = f"Parameter importance in {name}: not computed ({trials} trials)."
-            else:
-                caveat = (
-                    "" if importance.attrs.get("reliable", True)
-                    else "; too few trials to be reliable, run more before trusting the ranking"
-                )
-                captions[f"{key}.importance"] = (
-                    f"Parameter importance in {name}: how much each parameter mattered to {objective}, "
-                    f"by {importance.attrs.get('evaluator', 'the evaluator')} on {trials} completed trials{caveat}."
-                )
-            axes, total = _plots.parallel_axes(view, importance)
-            order = (
-                "most important on the left"
-                if not importance.empty
-                else "in the order they were first suggested (importance not computed)"
-            )
-            which = f"the {len(axes)} most important of its {total} parameters" if total > len(axes) else (
-                f"its {total} parameters"
-            )
-            captions[f"{key}.parallel_coordinates"] = (
-                f"Parallel coordinates of {name}: one line per completed trial, coloured by {objective}; "
-                f"the axes are {which}, {order}."
-            )
+            captions.update(_study_captions(section, top=min(self.top, 5)))
         return captions
+
+
+def _study_captions(section: StudyReport, top: int) -> dict[str, str]:
+    """The captions of one study's plots (history, learning curves, importance, parallel coordinates)."""
+    from tuning.report import _plots
+
+    key, name, view = slug(section.name), section.name, section.view
+    objective = view.objectives[0]
+    best = section.tables["leaderboard"].iloc[0]
+    curves = _plots.learning_curves_data(view, top=top)
+    importance = section.tables["param_importance"]
+    trials = importance.attrs.get("trials", len(view.completed))
+    axes, total = _plots.parallel_axes(view, importance)
+    captions = {
+        f"{key}.history": (
+            f"Optimisation history of {name}: the {objective} of each completed trial by trial number (dots) and "
+            f"the best so far (line); the best, {_cell(float(best[objective]))}, came from trial {best['trial']}."
+        ),
+        f"{key}.learning_curves": (
+            f"Learning curves of the top {curves['trial'].nunique()} trials of {name}: "
+            f"{curves.attrs.get('metric')} after each epoch."
+            if not curves.empty
+            else f"Learning curves of {name}: no per-epoch history was recorded."
+        ),
+    }
+    if importance.empty:
+        captions[f"{key}.importance"] = f"Parameter importance in {name}: not computed ({trials} completed trials)."
+        shown = f"the first {len(axes)} of its {total} parameters" if total > len(axes) else f"its {total} parameters"
+        order = "in the order they were first suggested (importance not computed)"
+    else:
+        caveat = "" if importance.attrs.get("reliable", True) else (
+            "; too few trials to be reliable, run more before trusting the ranking"
+        )
+        captions[f"{key}.importance"] = (
+            f"Parameter importance in {name}: how much each parameter mattered to {objective}, "
+            f"by {importance.attrs.get('evaluator', 'the evaluator')} on {trials} completed trials{caveat}."
+        )
+        shown = (
+            f"the {len(axes)} most important of its {total} parameters" if total > len(axes)
+            else f"its {total} parameters"
+        )
+        order = "most important on the left"
+    captions[f"{key}.parallel_coordinates"] = (
+        f"Parallel coordinates of {name}: one line per completed trial, coloured by {objective}; "
+        f"the axes are {shown}, {order}."
+    )
+    return captions
 
 
 def build_report(
@@ -342,6 +350,10 @@ def _side_by_side(comparison: pd.DataFrame, target: float | None) -> pd.DataFram
         [[label, *cells] for label, cells in rows], columns=["", *(str(s) for s in comparison["study"])]
     )
     table.attrs = dict(comparison.attrs)
+    note = "One column per study. Epochs spent counts every trial, pruned and failed ones included."
+    if target is not None:
+        note += f" To {target:g}: until the first completed trial that reached it, counting the trials before it."
+    table.attrs["note"] = note
     return table
 
 
@@ -426,12 +438,20 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; }
 h3 { font-size: 1.05em; margin-top: 1.5em; }
-table.data { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-table.data th, table.data td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; }
+table.data { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0; }
+table.data th, table.data td { border: 1px solid #ccc; padding: 0.2em 0.4em; text-align: left; }
 table.data th { background: #f0f0f0; } table.data tr:nth-child(even) td { background: #fafafa; }
 div.wide { overflow-x: auto; max-width: 100%; }
 p.note { color: #555; font-style: italic; } figure { margin: 1em 0; } img { max-width: 100%; }
 """
+
+
+def _breakable_headers(table_html: str) -> str:
+    """Let long column names (``model.width.1``, ``duration_seconds``) wrap after ``.`` and ``_``, so that a
+    leaderboard fits the page instead of scrolling sideways."""
+    return re.sub(
+        r"<th>([^<]*)</th>", lambda m: "<th>" + re.sub(r"([._])", r"\1<wbr>", m.group(1)) + "</th>", table_html
+    )
 
 
 def _png_base64(fig: Figure) -> str:
@@ -462,7 +482,7 @@ def to_html(report: Report, figures: dict[str, Figure] | None = None) -> str:
             if df.empty:
                 body.append(f'<table class="data" data-table="{tag}"><tr><td>(empty)</td></tr></table>')
             else:
-                table_html = (
+                table_html = _breakable_headers(
                     _display(df)
                     .to_html(index=False, escape=True, classes="data", border=0)
                     .replace("<table ", f'<table data-table="{tag}" ', 1)

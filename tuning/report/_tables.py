@@ -309,7 +309,8 @@ def param_importance(
     if not reliable:
         note = (
             f"Not reliable: these importances rest on only {len(completed)} completed trials (fewer than "
-            f"{reliable_trials}); run more trials before trusting the ranking. " + note
+            f"{reliable_trials}); run more trials before trusting the ranking. Evaluator: {name}; importances sum "
+            "to 1 per objective."
         )
     if skipped:
         note += f" Not rated (absent from some completed trials, or constant): {', '.join(skipped)}."
