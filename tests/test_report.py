@@ -82,7 +82,7 @@ def _space(name: str, n_trials: int, lr: tuple[float, float] = (1.0e-3, 1.0), **
 def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One SQLite storage written by ``tuning.run``: a tracked TPE study with pruning (complete, pruned and
     failed trials), an untracked random study, a multi-objective one, one whose every trial fails, an empty one.
-    About 25 tiny trials: half a minute on 2 idle cores.
+    About 25 tiny trials, trained once for the whole module.
     """
     import tuning
 
