@@ -323,13 +323,19 @@ def test_resumed_study_continues_under_the_same_parent_run(in_tmp):
 
 
 @pytest.mark.slow
-def test_embedded_default_lands_in_mlruns(in_tmp):
+def test_embedded_default_lands_in_mlruns(in_tmp, monkeypatch):
     tmp_path = in_tmp
     raw = _raw("default-place", enqueue=[_trial(8)])
     raw["train"]["epochs"] = 1
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # one process, two folders: each study is tracked in its own folder's mlruns/
+    tuning.run({**raw, "study": {**raw["study"], "name": "first"}}, n_trials=1)
+    monkeypatch.chdir(tmp_path)
     tuning.run(raw, n_trials=1)
+    assert (elsewhere / "mlruns" / "mlflow.db").is_file()
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
-    client, (parent,), _ = _runs("sqlite:///mlruns/mlflow.db", "default-place")
+    client, (parent,), _ = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "default-place")
     assert Path(parent.info.artifact_uri).resolve().is_relative_to(tmp_path / "mlruns" / "artifacts")
     assert (Path(parent.info.artifact_uri) / "space.yaml").is_file()
 

@@ -28,5 +28,14 @@ def default_storage_url() -> str:
 
 
 def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlruns/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{TRACKING_FILE.as_posix()}"
+    """``MLFLOW_TRACKING_URI`` when set, else ``mlruns/mlflow.db`` in the working directory, as an absolute URL.
+
+    Absolute, because MLflow keeps one store per URI string for the life of the process: a relative
+    ``sqlite:///mlruns/mlflow.db`` would stay bound to the folder of the first study a process tracked, and a
+    later study run from another folder (a notebook that changes directory, a test suite) would be logged there.
+
+    Example:
+        >>> default_tracking_uri().endswith("/mlruns/mlflow.db")  # doctest: +SKIP
+        True
+    """
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{TRACKING_FILE.resolve().as_posix()}"
