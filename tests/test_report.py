@@ -474,6 +474,12 @@ def test_parallel_coordinates_axes_are_the_most_important_parameters(plain: str)
     assert set(list(parallel_coordinates_data(study).attrs["ticks"])[:2]) == {"p4", "p3"}  # computes the importance
     title = plot_parallel_coordinates(study, max_params=3, importance=importance).axes[0].get_title()
     assert "the 3 most important of 6 parameters" in title
+    # Without importances (too few trials for the evaluator), the axes are the first suggested, and say so.
+    unrated = param_importance(study, min_trials=1000)
+    data = parallel_coordinates_data(study, max_params=3, importance=unrated)
+    assert list(data.attrs["ticks"]) == ["p0", "p1", "p2"] and not data.attrs["by_importance"]
+    title = plot_parallel_coordinates(study, max_params=3, importance=unrated).axes[0].get_title()
+    assert "the 3 first suggested of 6 parameters" in title
 
 
 def test_importance_says_how_many_trials_it_rests_on_and_when_it_is_not_reliable(plain: str) -> None:

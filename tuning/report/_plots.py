@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuning import records
 from tuning.report._load import StudyView, _state, as_view
-from tuning.report._tables import _sort_completed
+from tuning.report._tables import _sort_completed, param_importance
 
 if TYPE_CHECKING:
     import optuna
@@ -159,8 +159,6 @@ def parallel_axes(
         >>> parallel_axes(study, max_params=3)  # doctest: +SKIP
         (['train.learning_rate', 'model.depth', 'model.dropout'], 7)
     """
-    from tuning.report._tables import param_importance
-
     view = as_view(study)
     suggested: dict[str, None] = {}
     for t in view.completed:
@@ -196,7 +194,10 @@ def parallel_coordinates_data(
 
     view = as_view(study)
     completed = view.completed
+    by_importance = False
     if params is None:
+        importance = param_importance(view) if importance is None else importance
+        by_importance = not importance.empty
         params, total = parallel_axes(view, importance, max_params)
     else:
         total = len(params)
@@ -223,7 +224,7 @@ def parallel_coordinates_data(
             column = [scale(float(t.params[name])) if name in t.params else math.nan for t in completed]
         data[name] = column
     df = pd.DataFrame(data)
-    df.attrs.update(ticks=ticks, objective=objective, maximize=view.maximize[0], of=total)
+    df.attrs.update(ticks=ticks, objective=objective, maximize=view.maximize[0], of=total, by_importance=by_importance)
     return df
 
 
@@ -262,7 +263,8 @@ def plot_parallel_coordinates(
     ax.set_yticks([])
     title = f"Parallel coordinates: {view.name}"
     if data.attrs["of"] > len(axes):
-        title += f" (the {len(axes)} most important of {data.attrs['of']} parameters)"
+        which = "most important" if data.attrs["by_importance"] else "first suggested"
+        title += f" (the {len(axes)} {which} of {data.attrs['of']} parameters)"
     ax.set(title=title)
     fig.colorbar(cmap_mappable(cmap, norm), ax=ax, label=objective)
     return fig
