@@ -406,7 +406,7 @@ def test_unwritable_location_is_a_tracking_error(tmp_path):
     assert "Fix: choose a writable location" in str(err.value)
 
 
-@pytest.mark.slow  # creating an MLflow SQLite store runs its 68 schema migrations: about a second, more when loaded
+@pytest.mark.slow  # creating an MLflow SQLite store runs all its schema migrations: about a second, more when loaded
 def test_deleted_experiment_is_a_tracking_error_naming_the_fix(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = _client(uri)
