@@ -48,21 +48,18 @@ def history_data(study: optuna.Study | StudyView, objective: int = 0) -> pd.Data
     finished = sorted(
         (t for t in view.trials if t.datetime_complete is not None), key=lambda t: (t.datetime_complete, t.number)
     )
-    rows, best = [], math.nan
-    for t in finished:
-        value = t.values[objective] if _state(t) == "complete" and t.values else math.nan
-        if not math.isnan(value) and (math.isnan(best) or (value > best if maximize else value < best)):
-            best = value
-        rows.append(
-            {
-                "study": view.name,
-                "trial": t.number,
-                "state": _state(t),
-                "value": value,
-                "best_so_far": best,
-                "elapsed_seconds": (t.datetime_complete - origin).total_seconds(),
-            }
-        )
+    values = [t.values[objective] if _state(t) == "complete" and t.values else math.nan for t in finished]
+    rows = [
+        {
+            "study": view.name,
+            "trial": t.number,
+            "state": _state(t),
+            "value": value,
+            "best_so_far": best,
+            "elapsed_seconds": (t.datetime_complete - origin).total_seconds(),
+        }
+        for t, value, best in zip(finished, values, records.best_so_far(values, maximize), strict=True)
+    ]
     df = pd.DataFrame(rows, columns=["study", "trial", "state", "value", "best_so_far", "elapsed_seconds"])
     df.attrs.update(objective=view.objectives[objective], maximize=maximize)
     return df
@@ -88,7 +85,7 @@ def plot_optimization_history(study: optuna.Study | StudyView) -> Figure:
     done = data[data["state"] == "complete"]
     ax.scatter(done["trial"], done["value"], s=12, alpha=0.6, label="completed trial")
     ordered = data.sort_values("trial")
-    best = (ordered["value"].cummax() if data.attrs["maximize"] else ordered["value"].cummin()).ffill()
+    best = records.best_so_far(ordered["value"].tolist(), data.attrs["maximize"])
     ax.step(ordered["trial"], best, where="post", color="C3", label="best so far")
     ax.set(xlabel="trial", ylabel=data.attrs["objective"], title=f"Optimisation history: {view.name}")
     _integer_axis(ax.xaxis)
