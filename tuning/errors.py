@@ -22,16 +22,40 @@ class UserInputError(TuningError):
     """Something the user gave us is wrong: the command line exits 2 and nothing is written."""
 
 
+#: Longest "Received:" value a message quotes; longer ones are cut and say how long they were.
+MAX_RECEIVED = 200
+
+
+def shorten(text: str, limit: int = MAX_RECEIVED) -> str:
+    """``text`` cut to ``limit`` characters, with the length it had: a 52 MB value is never echoed in full.
+
+    Example:
+        >>> shorten("x" * 1000, 10)
+        'xxxxxxxxxx… (1,000 characters)'
+    """
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def _format(subject: str | None, problem: str, received: Any, fix: str | None) -> str:
     parts = [f"{subject}: {problem}" if subject else problem]
     if received is not _MISSING:
-        parts.append(f"Received: {received!r}" if not isinstance(received, str) else f"Received: {received}")
+        parts.append(f"Received: {shorten(received) if isinstance(received, str) else _repr(received)}")
     if fix:
         parts.append(f"Fix: {fix}")
     return ". ".join(p.rstrip(".") for p in parts) + "."
 
 
 _MISSING = object()
+
+
+def _repr(value: Any) -> str:
+    """``repr`` of a value cut to :data:`MAX_RECEIVED` characters, without building the whole text of a huge
+    list or dict first."""
+    if isinstance(value, list | tuple | set | dict) and len(value) > MAX_RECEIVED:
+        items = list(value.items() if isinstance(value, dict) else value)[:MAX_RECEIVED]
+        shown = repr(dict(items) if isinstance(value, dict) else items)
+        return f"{shown[:MAX_RECEIVED]}… ({len(value):,} items)"
+    return shorten(repr(value))
 
 
 class SpaceError(UserInputError):

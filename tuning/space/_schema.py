@@ -112,8 +112,8 @@ AUGMENTATION: dict[str, Key] = {
 }
 
 TRAIN: dict[str, Key] = {
-    "epochs": Key("int", None, low=1, required=True, doc="epochs per trial (pruners may stop earlier)"),
-    "batch_size": Key("int", 128, low=1, doc="batch size"),
+    "epochs": Key("int", None, low=1, high=10_000, required=True, doc="epochs per trial (pruners may stop earlier)"),
+    "batch_size": Key("int", 128, low=1, high=65_536, doc="batch size"),
     "optimizer": Key("str", "adam", choices=OPTIMIZERS, doc="Keras optimizer"),
     "learning_rate": Key("float", 1e-3, low=0, low_open=True, doc="learning rate"),
     "momentum": Key("float", 0.0, low=0, high=1, high_open=True, doc="momentum (sgd, rmsprop only)"),
