@@ -580,7 +580,7 @@ def test_sqlite_file_without_optuna_tables_is_left_alone(tmp_path: Path) -> None
     with sqlite3.connect(other) as db:
         db.execute("create table notes (x text)")
     before = other.read_bytes()
-    with pytest.raises(StorageError, match="Cannot open the Optuna storage"):
+    with pytest.raises(StorageError, match="not an Optuna storage"):
         load_studies(["tpe"], f"sqlite:///{other}")
     assert other.read_bytes() == before
 

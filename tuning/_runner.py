@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from tuning import _recovery, _study, records
+from tuning import _recovery, _storage, _study, records
 from tuning.errors import ConfigurationError, NotLearningError, TooManyFailuresError, user_error
 from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, ObserverList, StudyObserver, TrialOutcome
 
@@ -125,7 +125,8 @@ def run(
         )
     # Everything that can be checked is checked before anything is written.
     pruner = _study.make_pruner(space)
-    url = _study.resolve_storage_url(storage or space.study.storage)
+    url = _storage.resolve_url(storage or space.study.storage)
+    _storage.check_writable(url)  # a local SQLite file: writable, and a SQLite database that is empty or Optuna's
     hypermodel = _hypermodel_of(space, hypermodel, build_fn)
     dataset = _load_data(space, data, data_dir)
     heartbeat = {

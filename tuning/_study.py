@@ -13,11 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from tuning import records
-from tuning._defaults import RESULTS_DIR, default_storage_url
+from tuning import _storage, records
 from tuning._recovery import MAX_RETRY
-from tuning._redact import redact_url
-from tuning.errors import SpaceError, StorageError
+from tuning.errors import SpaceError
 
 if TYPE_CHECKING:
     from tuning.space import SearchSpace
@@ -25,6 +23,17 @@ if TYPE_CHECKING:
 #: Seconds between a running trial's heartbeats, and how old a heartbeat may get before its trial is stale.
 HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 90
+
+def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> Any:
+    """Open the study's storage read-write with this module's heartbeat settings (see :mod:`tuning._storage`).
+
+    Raises:
+        StorageError: the storage cannot be opened.
+    """
+    return _storage.open_storage(
+        url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=MAX_RETRY
+    )
+
 
 #: Every ``study.sampler`` type and its Optuna class: the one list (the space's schema reads it).
 SAMPLER_CLASSES = {
@@ -47,33 +56,6 @@ PRUNER_CLASSES = {
 }
 
 
-def resolve_storage_url(url: str | None) -> str:
-    """The storage URL to use: ``url`` if given, else the embedded SQLite default; checked, nothing created.
-
-    Raises:
-        StorageError: the URL is malformed, of an unsupported kind, or names a SQLite file in a missing folder.
-    """
-    url = url or default_storage_url()
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StorageError(
-            f"the storage URL is malformed. Received: {redact_url(url)}. "
-            "Fix: pass an Optuna RDB URL such as sqlite:///mlruns/optuna.db or postgresql://user@host/db."
-        ) from exc
-    if parsed.get_backend_name() == "sqlite" and parsed.database and url != default_storage_url():
-        folder = Path(parsed.database).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise StorageError(
-                f"the folder of the SQLite storage does not exist. Received: {redact_url(url)}. "
-                f"Fix: create {folder} or choose another path."
-            )
-    return url
-
-
 def absolute_url(url: str) -> str:
     """The storage URL with a relative SQLite path made absolute: it then means something on a tracking server.
 
@@ -91,55 +73,6 @@ def absolute_url(url: str) -> str:
     if not path or path == ":memory:" or os.path.isabs(path):
         return url
     return prefix + os.path.abspath(path) + (f"?{query}" if query else "")
-
-
-def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> Any:
-    """Open an Optuna RDB storage with heartbeats, so trials of a killed worker are failed and retried once.
-
-    Raises:
-        StorageError: the storage cannot be opened (no server, wrong password, missing driver, ...).
-    """
-    if url == default_storage_url():
-        RESULTS_DIR.mkdir(exist_ok=True)
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": 60}  # several workers on one file wait instead of failing
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-            )
-        if url.startswith("sqlite"):
-            _use_write_ahead_log(storage)
-        return storage
-    except Exception as exc:
-        message = redact_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__).rstrip(".")
-        raise StorageError(
-            f"cannot open the Optuna storage {redact_url(url)}: {message}. "
-            "Fix: check the URL, that the database server runs and accepts this user, and that its driver is "
-            "installed (PostgreSQL: pip install 'tuning[postgres]')."
-        ) from exc
-
-
-def _use_write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
-    """SQLite in WAL mode with ``synchronous=NORMAL``: readers never block the writer, a killed process loses
-    nothing committed, and writes skip most fsyncs (a trial of about 25 Optuna writes cost 0.39 s with the
-    default journal and 0.054 s in WAL mode on this project's 2-core machine)."""
-    from sqlalchemy import event
-
-    @event.listens_for(storage.engine, "connect")
-    def _pragmas(dbapi_connection: Any, record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    storage.engine.dispose()  # connections opened while creating the tables reconnect with the pragmas
 
 
 def make_sampler(space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -335,7 +268,7 @@ def _engine_text(engine: tuple[str, Any]) -> str:
 def list_studies(url: str | None) -> list[dict[str, Any]]:
     """One row per study in the storage: trial counts by state, best value and trial (single objective).
 
-    A SQLite file that does not exist is reported, not created.
+    The storage is opened read-only (:func:`tuning._storage.open_read_only`): nothing is created or changed.
 
     Example:
         >>> list_studies("sqlite:///mlruns/optuna.db")  # doctest: +SKIP
@@ -343,9 +276,7 @@ def list_studies(url: str | None) -> list[dict[str, Any]]:
     """
     from optuna.trial import TrialState
 
-    url = resolve_storage_url(url)
-    _require_existing_sqlite(url)
-    storage = open_storage(url)
+    storage = _storage.open_read_only(url)
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
@@ -372,15 +303,3 @@ _LISTED_STATES = (
     optuna.trial.TrialState.RUNNING,
     optuna.trial.TrialState.WAITING,
 )
-
-
-def _require_existing_sqlite(url: str) -> None:
-    """Reading commands must not create an empty SQLite file where the user mistyped a path."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
-        raise StorageError(
-            f"the SQLite storage does not exist. Received: {redact_url(url)}. "
-            "Fix: run a study first (tuning run SPACE.yaml) or pass --storage with the right path."
-        )

@@ -110,6 +110,11 @@ class StorageError(UserInputError):
     """An Optuna storage URL is malformed or the storage cannot be opened, or a study does not exist."""
 
 
+class StorageFailedError(TuningError):
+    """The Optuna storage failed under a running study (a full disk, a damaged file): the command exits 1; the
+    trials that finished before are kept."""
+
+
 class TrackingError(UserInputError):
     """The MLflow tracking location cannot be reached or written."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuning import records
@@ -29,64 +28,19 @@ def _redact(url: str, text: str | None = None) -> str:
     return redact_text(text, secrets=secrets_in_url(url))
 
 
-def _sqlite_path(url: str) -> Path | None:
-    """The file a ``sqlite:///`` URL names, or ``None`` for in-memory databases and other back ends."""
-    if not url.startswith("sqlite:"):
-        return None
-    rest = url[len("sqlite:") :]
-    if not rest.startswith("///"):
-        return None
-    path = rest[3:].split("?", 1)[0]
-    if path in ("", ":memory:"):
-        return None
-    return Path(path)
-
-
 def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
-    """Open an existing Optuna RDB storage without creating anything in it.
+    """Open an existing Optuna storage read-only (a SQLite file with ``mode=ro``): nothing is created or changed.
 
     Example:
         >>> storage = open_storage("sqlite:///mlruns/optuna.db")  # doctest: +SKIP
 
     Raises:
-        StorageError: the URL is malformed, the SQLite file does not exist, the database cannot be reached
-            or holds no Optuna tables. Passwords in the URL are redacted from the message.
+        StorageError: the URL is malformed, the SQLite file does not exist or is not an Optuna storage, the
+            database cannot be reached or holds no Optuna tables. Passwords in the URL are redacted.
     """
-    import optuna
+    from tuning._storage import open_read_only
 
-    from tuning._defaults import default_storage_url
-
-    url = url or default_storage_url()
-    shown = _redact(url)
-    if "://" not in url:
-        fix = (
-            f"pass a URL such as sqlite:///{url}"
-            if Path(url).exists()
-            else "pass a URL such as sqlite:///mlruns/optuna.db"
-        )
-        raise StorageError(f"--storage must be a database URL. Received: {shown}. Fix: {fix}.")
-    if url.split("?", 1)[0] in ("sqlite://", "sqlite:///"):
-        raise StorageError(
-            f"The SQLite storage URL names no file. Received: {shown}. Fix: pass sqlite:///mlruns/optuna.db "
-            "(relative path) or sqlite:////abs/path/optuna.db."
-        )
-    path = _sqlite_path(url)
-    if path is not None and not path.is_file():
-        raise StorageError(
-            f"The Optuna storage file does not exist. Received: {shown} (looked for {path.resolve()}). "
-            "Fix: run `tuning run` first, or pass --storage with the URL the studies were written to "
-            "(sqlite:/// followed by a relative path, sqlite://// by an absolute one)."
-        )
-    try:
-        storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
-        storage.get_all_studies()
-    except Exception as exc:  # sqlalchemy raises many types: bad driver, unreachable host, no tables
-        detail = _redact(url, str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
-        raise StorageError(
-            f"Cannot open the Optuna storage. Received: {shown} ({type(exc).__name__}: {detail}). "
-            "Fix: check the URL, that the database server is running and that it holds Optuna studies."
-        ) from exc
-    return storage
+    return open_read_only(url)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from tuning._defaults import TRACKING_FILE
 from tuning._redact import redact_text, redact_url, secrets_in_url
 from tuning.errors import TrackingError
 from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, StudyObserver, TrialOutcome
-from tuning.tracking import _artifacts, _env
+from tuning.tracking import _artifacts, _env, _sqlite
 from tuning.tracking._model import BEST_MODEL as _BEST_MODEL
 from tuning.tracking._model import TRIAL_MODEL as _TRIAL_MODEL
 from tuning.tracking._worker import _Worker
@@ -161,17 +161,20 @@ class MlflowTracker(StudyObserver):
             self._check_directory(Path(urlsplit(uri).path if scheme else uri))
         from mlflow import MlflowClient
 
-        # A new SQLite store logs "Creating initial MLflow database tables..." at INFO: not news to the user.
-        db_log = logging.getLogger("mlflow.store.db.utils")
-        level = db_log.level
-        db_log.setLevel(max(level, logging.WARNING))
+        path = self._sqlite_path() if scheme == "sqlite" else None
         try:
+            if path is not None:
+                _sqlite.ensure_database(path)  # complete or absent, created once among processes
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
         except Exception as exc:
+            if path is not None and path.exists() and _sqlite.looks_half_created(exc):
+                raise self._error(
+                    f"the MLflow database {path} is half-created (an earlier first start stopped part-way, e.g. on "
+                    "a full disk)", exc, fix=f"if it holds no runs you need, delete {path} and run again; or pass "
+                    "another --tracking-uri",
+                ) from None
             raise self._error("cannot use the MLflow tracking location", exc) from None
-        finally:
-            db_log.setLevel(level)
         if scheme == "sqlite":
             self._check_directory(self._sqlite_artifact_root())
         self._client = client
@@ -297,9 +300,9 @@ class MlflowTracker(StudyObserver):
             ) from None
 
     def _sqlite_path(self) -> Path | None:
-        path = self.tracking_uri[len("sqlite:///") :] if self.tracking_uri.startswith("sqlite:///") else ""
-        path = path.split("?", 1)[0]
-        return Path(path) if path and path != ":memory:" else None
+        from tuning._storage import sqlite_path
+
+        return sqlite_path(self.tracking_uri)
 
     def _sqlite_artifact_root(self) -> Path:
         """Artifacts of a SQLite-tracked experiment go beside the database: ``mlruns/artifacts``."""
