@@ -11,6 +11,7 @@ global state per thread, so the worker reads a finished model safely.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -33,7 +34,7 @@ from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, StudyObserve
 from tuning.tracking import _artifacts, _env, _sqlite
 from tuning.tracking._model import BEST_MODEL as _BEST_MODEL
 from tuning.tracking._model import TRIAL_MODEL as _TRIAL_MODEL
-from tuning.tracking._worker import _Worker
+from tuning.tracking._worker import _Worker, is_connection_error
 from tuning.tracking.tags import (
     PARENT_TAG,
     TAG_BEST_MODEL,
@@ -65,6 +66,22 @@ RUN_STATUS = {COMPLETE: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED", INTERR
 # oldest; a running parent this recent with the same study and storage is one of those.
 _RACE_WINDOW_MS = 10 * 60 * 1000
 _MAX_TAG = 5000
+
+#: Longest a finishing trial waits for its run's id (to link it in the trial's ``mlflow_run_id`` attribute):
+#: the run was created when the trial started, so this only matters when the server is slow; while the server
+#: is unreachable a trial does not wait at all. A trial whose run comes later is linked by its tags.
+RUN_ID_WAIT = 2.0
+#: Longest the end of a study waits for the calls still queued for MLflow when the server is slow or gone;
+#: what is left is listed with the ``tuning sync`` command that back-fills it from the Optuna storage.
+FLUSH_SECONDS = 30.0
+#: MLflow's own HTTP settings for this process (unless already set in the environment): few retries, short
+#: timeouts, so one call to a dead server costs seconds, not minutes (MLflow's defaults: 7 retries, 120 s).
+HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 
 class MlflowTracker(StudyObserver):
@@ -112,7 +129,10 @@ class MlflowTracker(StudyObserver):
         #: ``models:/NAME/VERSION`` once the study's best model is registered (``register_model``).
         self.registered_uri: str | None = None
         self._secrets = secrets_in_url(self.tracking_uri) + secrets_in_url(storage_url)
-        self._worker = _Worker("mlflow-tracking", self._secrets)
+        http = urlsplit(self.tracking_uri).scheme in ("http", "https")
+        self._worker = _Worker(
+            "mlflow-tracking", self._secrets, probe=self._answers if http else None, describe=self.uri
+        )
         self._lock = threading.Lock()
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
@@ -156,6 +176,8 @@ class MlflowTracker(StudyObserver):
         if scheme == "sqlite":
             self._check_sqlite_path()
         elif scheme in ("http", "https"):
+            for key, value in HTTP_SETTINGS.items():
+                os.environ.setdefault(key, value)
             self._check_reachable()
         elif scheme in ("", "file") and not uri.startswith("databricks"):
             self._check_directory(Path(urlsplit(uri).path if scheme else uri))
@@ -181,9 +203,9 @@ class MlflowTracker(StudyObserver):
         if self.experiment:
             self._experiment_id = self._resolve_experiment(self.experiment)
 
-    def flush(self) -> None:
-        """Wait until everything logged so far has reached MLflow."""
-        self._worker.flush()
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything logged so far has reached MLflow, or ``timeout`` seconds; true when all sent."""
+        return self._worker.flush(timeout)
 
     # ------------------------------------------------------------------ hooks
 
@@ -221,7 +243,9 @@ class MlflowTracker(StudyObserver):
         self._log_new_params(trial, run)
         stamp = int(time.time() * 1000)
         points = [(key, float(value)) for key, value in logs.items() if _is_number(value)]
-        self._worker.submit(f"log epoch {epoch} of trial {trial.number}", self._log_epoch, run, points, stamp, epoch)
+        self._worker.submit(
+            f"log epoch {epoch} of trial {trial.number}", self._log_epoch, run, points, stamp, epoch, trial=trial.number
+        )
 
     def trial_finished(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         if self._parent_id is None:
@@ -235,11 +259,11 @@ class MlflowTracker(StudyObserver):
         self._log_new_params(trial, run)
         with self._lock:
             self._logged_params.pop(trial.number, None)
-        # The run id must be on the trial before Optuna records it: normally created long ago.
-        try:
-            run_id = run.result()
-        except Exception:  # already logged by the worker; this trial goes untracked
-            return
+        # The run id goes on the trial before Optuna records it: normally created long ago. Bounded wait;
+        # none while the server is unreachable (the run is created, and linked by its tags, when it is back).
+        if not self._worker.offline:
+            with contextlib.suppress(Exception):  # not yet (slow server), or failed (logged by the worker)
+                run.result(timeout=RUN_ID_WAIT)
         values = [float(v) for v in outcome.values] if outcome.state == COMPLETE and outcome.values else []
         with self._lock:
             self._counts[outcome.state if outcome.state in self._counts else FAILED] += 1
@@ -248,7 +272,7 @@ class MlflowTracker(StudyObserver):
             best = list(self._best)
         finished = _FinishedTrial(
             number=trial.number,
-            run_id=run_id,
+            run=run,
             state=outcome.state,
             values=values,
             reason=outcome.reason,
@@ -260,19 +284,32 @@ class MlflowTracker(StudyObserver):
             best=best,
             env=_env.environment_tags(),
         )
-        self._worker.submit(f"finish the run of trial {trial.number}", self._finish_trial, finished)
+        self._worker.submit(f"finish the run of trial {trial.number}", self._finish_trial, finished, trial=trial.number)
 
     def study_finished(self, study: optuna.Study, interrupted: bool) -> None:
         if self._parent_id is None:
             return
         status = "KILLED" if interrupted else "FINISHED"
+        with self._lock:  # runs of trials that never reported an end (the storage failed under them)
+            open_runs = dict(self._runs)
+            self._runs.clear()
+        for number, run in open_runs.items():
+            self._worker.submit(f"end the run of trial {number}", self._end_open_run, run, status, trial=number)
         self._worker.submit("finish the study run", self._finish_study, self._parent_id, study, status)
-        self.flush()
-        if self._worker.failures:
+        remote = urlsplit(self.tracking_uri).scheme in ("http", "https")
+        self.flush(FLUSH_SECONDS if remote else None)
+        trials, parent = self._worker.unsent()
+        if trials or parent:
+            listed = ", ".join(map(str, trials[:50])) + (" ..." if len(trials) > 50 else "")
+            what = (f"the runs of trials {listed}" if trials else "") + (" and " if trials and parent else "")
+            what += "the study's parent run" if parent else ""
+            storage = f" --storage {redact_url(self.storage_url)}" if self.storage_url else ""
             log.warning(
-                "MLflow tracking: %d call(s) failed during this run (see the warnings above); the Optuna "
-                "storage holds every trial's results regardless.",
-                self._worker.failures,
+                "MLflow tracking: %s in %s are missing or incomplete (%s). The Optuna storage holds every trial's "
+                "results: back-fill MLflow from it once the server answers with\n  tuning sync %s%s "
+                "--tracking-uri %s",
+                what, self.uri, "the server stopped answering" if self._worker.outages else "calls failed",
+                study.study_name, storage, self.uri,
             )
 
     # ------------------------------------------------------------------ checks
@@ -284,6 +321,19 @@ class MlflowTracker(StudyObserver):
             "start the server or correct the URI (--tracking-uri or MLFLOW_TRACKING_URI), or pass --no-tracking"
         )
         return TrackingError(f"{problem}. Received: {self.uri}. Fix: {fix}.")
+
+    def _answers(self) -> bool:
+        """Whether the tracking server answers now (the worker's probe while it is offline)."""
+        parts = urlsplit(self.tracking_uri)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((parts.hostname or "localhost", port), timeout=5):
+                pass
+        except OSError:
+            return False
+        assert self._client is not None
+        self._client.search_experiments(max_results=1)
+        return True
 
     def _check_reachable(self) -> None:
         parts = urlsplit(self.tracking_uri)
@@ -427,7 +477,9 @@ class MlflowTracker(StudyObserver):
             new = {k: v for k, v in params.items() if k not in logged}
             logged.update(new)
         if new:
-            self._worker.submit(f"log the parameters of trial {trial.number}", self._log_params, run, new)
+            self._worker.submit(
+                f"log the parameters of trial {trial.number}", self._log_params, run, new, trial=trial.number
+            )
 
     def _log_params(self, run: Future[str], params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -445,7 +497,9 @@ class MlflowTracker(StudyObserver):
         with self._lock:
             self._runs[trial.number] = run
             self._logged_params[trial.number] = set(params)
-        self._worker.submit(f"create the run of trial {trial.number}", self._create_trial_run, trial, params, run)
+        self._worker.submit(
+            f"create the run of trial {trial.number}", self._create_trial_run, trial, params, run, trial=trial.number
+        )
         return run
 
     def _create_trial_run(self, trial: optuna.Trial, params: Mapping[str, Any], run: Future[str]) -> None:
@@ -460,10 +514,12 @@ class MlflowTracker(StudyObserver):
         try:
             run_id = self._client.create_run(self._experiment_id, run_name=f"trial-{trial.number}", tags=tags)
             run_id = run_id.info.run_id
-            trial.set_user_attr(records.MLFLOW_RUN_ID, run_id)
         except BaseException as exc:
-            run.set_exception(exc)
+            if not is_connection_error(exc):  # else the worker keeps this job and runs it again later
+                run.set_exception(exc)
             raise
+        with contextlib.suppress(Exception):  # a trial that ended meanwhile keeps its link in the run's tags
+            trial.set_user_attr(records.MLFLOW_RUN_ID, run_id)
         run.set_result(run_id)
         self._log_params(run, params)
 
@@ -533,10 +589,24 @@ class MlflowTracker(StudyObserver):
         if points and run.done() and run.exception() is None:  # else creating the run failed (logged)
             self._client.log_batch(run.result(), metrics=[Metric(k, v, stamp, epoch) for k, v in points])
 
+    def _end_open_run(self, run: Future[str], status: str) -> None:
+        """End the run of a trial that never reported its end (the study stopped under it)."""
+        from mlflow.entities import RunTag
+
+        assert self._client is not None
+        if not run.done() or run.exception() is not None:
+            return
+        state = INTERRUPTED if status == "KILLED" else FAILED
+        self._client.log_batch(run.result(), tags=[RunTag(TAG_STATE, state)])
+        self._client.set_terminated(run.result(), RUN_STATUS[state])
+
     def _finish_trial(self, done: _FinishedTrial) -> None:
         from mlflow.entities import Metric, RunTag
 
         assert self._client is not None and self._parent_id is not None
+        if not done.run.done() or done.run.exception() is not None:
+            raise TrackingError(f"trial {done.number} has no run to finish (creating it failed, see above)")
+        done.run_id = done.run.result()
         client = self._client
         stamp = int(time.time() * 1000)
         final: dict[str, float] = {f"final.{m}": v for m, v in zip(self._objectives, done.values, strict=False)}
@@ -665,7 +735,7 @@ class _FinishedTrial:
     """What the worker needs to close a trial's run; it drops ``model`` once the summary and file are written."""
 
     number: int
-    run_id: str
+    run: Future[str]  # the run's id, once the worker has created it
     state: str
     values: list[float]
     reason: str | None
@@ -676,6 +746,7 @@ class _FinishedTrial:
     counts: dict[str, int]
     best: list[float | None]
     env: dict[str, str]
+    run_id: str = ""
 
 
 def _is_number(value: Any) -> bool:
