@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     studies = sub.add_parser("studies", help="list the studies in a storage")
     _storage_option(studies)
 
+    sync = sub.add_parser(
+        "sync", help="back-fill MLflow from the Optuna storage (after the tracking server was unreachable)"
+    )
+    sync.add_argument("study", metavar="STUDY", help="study name")
+    _storage_option(sync)
+    sync.add_argument("--tracking-uri", help="MLflow tracking URI (as for run)")
+
     report = sub.add_parser("report", help="comparison tables and plots of one or more studies")
     report.add_argument("studies", nargs="+", metavar="STUDY", help="study names")
     _storage_option(report)
@@ -279,6 +286,31 @@ def _cmd_studies(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_sync(args: argparse.Namespace, console: Console) -> int:
+    import optuna
+
+    from tuning import _storage
+    from tuning.errors import StorageError
+    from tuning.tracking import MlflowTracker
+
+    url = _storage.resolve_url(args.storage)
+    backend = _storage.open_read_only(url)  # the Optuna storage is only read
+    try:
+        study = optuna.load_study(study_name=args.study, storage=backend)
+    except KeyError:
+        names = ", ".join(sorted(s.study_name for s in backend.get_all_studies())) or "none"
+        raise StorageError(
+            f"no study named {args.study!r} in the storage. Received: {args.study}. Fix: use one of: {names}."
+        ) from None
+    tracker = MlflowTracker(args.tracking_uri, storage_url=url)
+    done = tracker.backfill(study)
+    console.print(
+        f"MLflow {tracker.uri} is up to date with study {study.study_name}: {done['created']} trial run(s) "
+        f"created, {done['ended']} ended" + (", parent run ended." if done["parent_ended"] else ".")
+    )
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from tuning.report import write_report
 
@@ -296,6 +328,7 @@ _COMMANDS: dict[str, Any] = {
     "validate": _cmd_validate,
     "studies": _cmd_studies,
     "report": _cmd_report,
+    "sync": _cmd_sync,
 }
 
 

@@ -312,6 +312,87 @@ class MlflowTracker(StudyObserver):
                 study.study_name, storage, self.uri,
             )
 
+    def backfill(self, study: optuna.Study) -> dict[str, int]:
+        """Bring MLflow up to date with the Optuna storage: create the missing runs of finished trials (with
+        their parameters, per-epoch curves, final values and state), end the runs left RUNNING, and end the
+        parent run when no trial runs. What ``tuning sync`` does after the tracking server was unreachable.
+
+        Example:
+            >>> MlflowTracker("http://127.0.0.1:5000").backfill(study)  # doctest: +SKIP
+            {'created': 3, 'ended': 1, 'parent_ended': 1}
+
+        Returns:
+            how many trial runs were created and ended, and whether the parent run was ended (0 or 1).
+        """
+        from optuna.trial import TrialState
+
+        self.check()
+        name = self.experiment or study.user_attrs.get(records.MLFLOW_EXPERIMENT) or study.study_name
+        self._experiment_id = self._resolve_experiment(name)
+        self._study = study
+        self._objectives = [str(m) for m in study.user_attrs.get(records.OBJECTIVES) or ["value"]]
+        self._maximize = [d.name == "MAXIMIZE" for d in study.directions]
+        self._best = [None] * len(self._maximize)
+        self._counts = {COMPLETE: 0, PRUNED: 0, FAILED: 0}
+        self._parent_described = True  # environment tags come from a trial's thread, not from here
+        parent = self._parent_id = self._parent_run(study)
+        assert self._client is not None
+        runs = self._client.search_runs(
+            [self._experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
+            max_results=50_000,
+        )
+        by_number = {r.data.tags.get(TAG_TRIAL): r.info for r in runs if r.data.tags.get(TAG_ROLE) == "trial"}
+        states = {TrialState.COMPLETE: COMPLETE, TrialState.PRUNED: PRUNED, TrialState.FAIL: FAILED}
+        done = {"created": 0, "ended": 0, "parent_ended": 0}
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        for frozen in trials:
+            state = states.get(frozen.state)
+            if state is None:
+                continue
+            self._counts[state] += 1
+            values = [float(v) for v in frozen.values] if state == COMPLETE and frozen.values else []
+            self._improve(values)
+            known = by_number.get(str(frozen.number))
+            if known is not None and known.status != "RUNNING":
+                continue
+            run: Future[str] = Future()
+            if known is None:
+                self._create_trial_run(frozen, frozen.params, run)
+                history = frozen.user_attrs.get(records.HISTORY) or {}
+                self._log_history(run.result(), history)
+                done["created"] += 1
+            else:
+                run.set_result(known.run_id)
+                done["ended"] += 1
+            reason = frozen.user_attrs.get(records.REASON) or frozen.system_attrs.get("fail_reason")
+            self._finish_trial(_FinishedTrial(
+                number=frozen.number, run=run, state=state, values=values, reason=reason,
+                history={k: list(v) for k, v in (frozen.user_attrs.get(records.HISTORY) or {}).items()},
+                user_attrs=dict(frozen.user_attrs), model=None, improved=False,
+                counts=dict(self._counts), best=list(self._best), env={},
+            ))
+        running = any(t.state == TrialState.RUNNING for t in trials)
+        if not running and self._client.get_run(parent).info.status == "RUNNING":
+            self._finish_study(parent, study, "FINISHED")
+            done["parent_ended"] = 1
+        return done
+
+    def _log_history(self, run_id: str, history: Mapping[str, Sequence[float]]) -> None:
+        """Per-epoch curves of a back-filled run, ``step`` = epoch as during training."""
+        from mlflow.entities import Metric
+
+        assert self._client is not None
+        stamp = int(time.time() * 1000)
+        points = [
+            Metric(key, float(value), stamp, epoch)
+            for key, series in history.items()
+            for epoch, value in enumerate(series)
+            if _is_number(value) and math.isfinite(float(value))
+        ]
+        for start in range(0, len(points), 1000):  # MLflow accepts at most 1000 metrics per batch
+            self._client.log_batch(run_id, metrics=points[start : start + 1000])
+
     # ------------------------------------------------------------------ checks
 
     def _error(self, problem: str, exc: BaseException | None = None, fix: str | None = None) -> TrackingError:
