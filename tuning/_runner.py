@@ -204,6 +204,11 @@ def run(
     except KeyboardInterrupt:
         interrupted = True
         raise
+    except Exception as exc:
+        if not _storage.is_storage_failure(exc):
+            raise
+        interrupted = True  # the runs of the study and of its running trial end as KILLED
+        raise _storage.storage_failure(url, exc) from exc
     finally:
         with _on_signals(_exit_now):
             observer.study_finished(study, interrupted)

@@ -164,8 +164,8 @@ def open_storage(url: str, *, heartbeat_interval: int, grace_period: int, max_re
             _use_write_ahead_log(storage)
         return storage
     except Exception as exc:
-        if path is not None and _is_database_error(exc):
-            raise storage_failure(url, exc, while_doing="opening it") from exc
+        if path is not None and is_storage_failure(exc):
+            raise StorageError(str(storage_failure(url, exc, while_doing="opening it"))) from exc  # exit 2
         message = _first_line(url, exc).rstrip(".")
         raise StorageError(
             f"cannot open the Optuna storage {redact_url(url)}: {message}. "
@@ -244,12 +244,16 @@ def storage_failure(url: str, exc: BaseException, *, while_doing: str = "writing
         >>> str(storage_failure("sqlite:///x.db", OSError("database or disk is full")))[:60]
         'the Optuna storage sqlite:///x.db failed while writing a tri'
     """
+    exc = _database_error(exc) or exc
     text = str(exc).lower()
     path = sqlite_path(url)
     where = f" (file {path.resolve()})" if path is not None else ""
     if "full" in text or "no space" in text or "too large" in text:
         cause = "the disk is full"
         fix = "free space on that disk (or move the storage with --storage), then run the same command to resume"
+    elif "disk i/o error" in text:
+        cause = "a write to the disk failed (the disk is full, or the file grew past a size limit)"
+        fix = "free space or lift the limit (or move the storage with --storage), then run the same command to resume"
     elif "malformed" in text or "not a database" in text or "corrupt" in text:
         cause = "the database file is damaged (garbled)"
         fix = (
@@ -267,13 +271,18 @@ def storage_failure(url: str, exc: BaseException, *, while_doing: str = "writing
 
 def is_storage_failure(exc: BaseException) -> bool:
     """Whether ``exc`` (or its cause) is the database failing, not the user's code or input."""
-    seen = 0
-    while exc is not None and seen < 5:
+    return _database_error(exc) is not None
+
+
+def _database_error(exc: BaseException | None) -> BaseException | None:
+    """The database error behind ``exc`` (Optuna wraps it in a misleading "exceeding max length" message)."""
+    for _ in range(8):
+        if exc is None:
+            return None
         if _is_database_error(exc):
-            return True
+            return exc
         exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+    return None
 
 
 # ---------------------------------------------------------------------------- helpers

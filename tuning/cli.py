@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tuning.errors import TooManyFailuresError, UserInputError
+from tuning.errors import StorageFailedError, TooManyFailuresError, UserInputError
 from tuning.report import FORMATS  # standard library only: --help stays light
 
 if TYPE_CHECKING:
@@ -113,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TooManyFailuresError as exc:
         errors.print(f"[bold red]stopped:[/] {exc}")
+        return 1
+    except StorageFailedError as exc:
+        errors.print(f"[bold red]error:[/] {_safe(exc)}", markup=True)
         return 1
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", 2)

@@ -34,6 +34,9 @@ def ensure_database(path: Path) -> None:
             return
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".creating", dir=path.parent)
         os.close(fd)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as a file SQLite creates itself, not mkstemp's 0600
         try:
             _create_tables(temporary)
             os.replace(temporary, path)
@@ -47,7 +50,9 @@ def ensure_database(path: Path) -> None:
 def looks_half_created(error: BaseException) -> bool:
     """Whether an MLflow error means its SQLite database was left half-migrated by an earlier failed start."""
     text = str(error).lower()
-    return "already exists" in text or "duplicate column" in text or "expected to match one row" in text
+    signs = ("already exists", "duplicate column", "expected to match one row", "no such column", "no such table",
+             "found version none")
+    return any(sign in text for sign in signs)
 
 
 def _create_tables(file: str) -> None:

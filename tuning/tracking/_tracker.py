@@ -196,6 +196,11 @@ class MlflowTracker(StudyObserver):
                     "a full disk)", exc, fix=f"if it holds no runs you need, delete {path} and run again; or pass "
                     "another --tracking-uri",
                 ) from None
+            if path is not None and "full" in str(exc).lower():
+                raise self._error(
+                    "cannot create the MLflow database", exc, fix=f"free space on the disk holding {path.parent} "
+                    "(nothing was left behind), or pass another --tracking-uri or --no-tracking",
+                ) from None
             raise self._error("cannot use the MLflow tracking location", exc) from None
         if scheme == "sqlite":
             self._check_directory(self._sqlite_artifact_root())
