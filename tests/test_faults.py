@@ -125,3 +125,68 @@ def test_a_killed_mlflow_server_never_stalls_training_and_sync_backfills_every_r
         assert "0 trial run(s) created, 0 ended" in again.stdout  # idempotent
     finally:
         _kill_group(server)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 3.0])
+def test_ctrl_c_in_the_first_seconds_prints_no_traceback_and_leaves_no_empty_mlruns(tmp_path: Path,
+                                                                                     delay: float) -> None:
+    space = _space_file(tmp_path)
+    proc = subprocess.Popen(_tuning("run", str(space)), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=subprocess_env(MNIST_DIR))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "Interrupted" in err
+    mlruns = tmp_path / "mlruns"
+    assert not mlruns.exists() or any(p.is_file() for p in mlruns.rglob("*"))  # never an empty mlruns/
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6])
+def test_ctrl_c_during_validate_does_not_talk_about_trials(tmp_path: Path, delay: float) -> None:
+    space = _space_file(tmp_path)
+    proc = subprocess.Popen(_tuning("validate", str(space)), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=subprocess_env(MNIST_DIR))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("validate finished before the signal arrived")
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "trial" not in err.lower() and "resume" not in err.lower(), err
+
+
+def _mount_tmpfs(folder: Path, size: str) -> None:
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is simulated with a small tmpfs, which needs root (scripts/fault_drill.py "
+                    "falls back to RLIMIT_FSIZE)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+def test_a_disk_filling_up_mid_study_keeps_finished_trials_ends_the_runs_and_says_what_to_do(tmp_path: Path) -> None:
+    import optuna
+    from mlflow import MlflowClient
+
+    small = tmp_path / "small"
+    _mount_tmpfs(small, "400k")  # room for the tables and a few trials, not for 40
+    try:
+        space = _space_file(tmp_path, study={"n_trials": 40}, train={"epochs": 1})
+        done = subprocess.run(_tuning("run", str(space), "--storage", f"sqlite:///{small / 'optuna.db'}"),
+                              cwd=tmp_path, capture_output=True, text=True, env=subprocess_env(MNIST_DIR),
+                              timeout=1800)
+        assert done.returncode == 1, done.stderr
+        assert "the disk is full" in done.stderr and str(small / "optuna.db") in done.stderr
+        assert "run the same command to resume" in done.stderr
+        assert "Traceback" not in done.stderr and "exceeding max length" not in done.stderr
+        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{small / 'optuna.db'}")
+        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+        assert 1 <= len(complete) < 40
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+        runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=100)
+        assert runs and all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)

@@ -12,11 +12,14 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuning._defaults import RESULTS_DIR
 from tuning.errors import StorageFailedError, TooManyFailuresError, UserInputError
 from tuning.report import FORMATS  # standard library only: --help stays light
 
@@ -99,15 +102,34 @@ def _set_option(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tuning`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
-    _redact_logs(args)
-    import optuna
-    from rich.console import Console
+    results_existed = RESULTS_DIR.exists()
+    try:  # Ctrl-C while the heavy modules load: no traceback, nothing left behind
+        _redact_logs(args)
+        import optuna
+        from rich.console import Console
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what Optuna's would
-    console = Console(highlight=False, soft_wrap=True)
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what Optuna's would
+        console = Console(highlight=False, soft_wrap=True)
+        errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted before anything started; nothing was written.\n")
+        return 130
     try:
         return _COMMANDS[args.command](args, console)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", None)
+        if signum is None:  # before the study's first trial (or a command that runs no trials)
+            if not results_existed:
+                _remove_empty_folders(RESULTS_DIR)
+            errors.print("[bold yellow]Interrupted.[/] " + (
+                "No trial had started. Run the same command to start again." if args.command == "run" else ""
+            ))
+            return 130
+        errors.print(
+            "[bold yellow]Interrupted.[/] Finished trials are saved; the running one is recorded as failed "
+            "(interrupted) and runs again first on resume. Resume with the same command.",
+        )
+        return 128 + signum
     except UserInputError as exc:
         errors.print(f"[bold red]error:[/] {_safe(exc)}", markup=True)
         return 2
@@ -117,13 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageFailedError as exc:
         errors.print(f"[bold red]error:[/] {_safe(exc)}", markup=True)
         return 1
-    except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", 2)
-        errors.print(
-            "[bold yellow]Interrupted.[/] Finished trials are saved; the running one is recorded as failed "
-            "(interrupted) and runs again first on resume. Resume with the same command.",
-        )
-        return 128 + signum
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and its subfolders if they hold no file (what an early Ctrl-C may leave)."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True) + [folder]:
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # fails, and is left, when not empty
 
 
 def _redact_logs(args: argparse.Namespace) -> None:
