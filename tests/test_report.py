@@ -593,7 +593,7 @@ def test_unreachable_server_redacts_password() -> None:
 
 
 def test_path_instead_of_url_suggests_sqlite(tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match="must be a database URL"):
+    with pytest.raises(StorageError, match="not a database URL"):
         load_studies(["tpe"], str(tmp_path / "optuna.db"))
 
 

@@ -59,7 +59,7 @@ def resolve_url(url: str | None) -> str:
     shown = redact_url(url)
     if "://" not in url:
         fix = f"pass a URL such as sqlite:///{url}" if Path(url).exists() else "pass sqlite:///mlruns/optuna.db"
-        raise StorageError(f"the storage must be a database URL. Received: {shown}. Fix: {fix}.")
+        raise StorageError(f"the storage URL is malformed: not a database URL. Received: {shown}. Fix: {fix}.")
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
