@@ -158,7 +158,7 @@ def drill_sigkill(folder: Path, kills: int, rng: random.Random) -> tuple[dict[st
     for _ in range(kills):
         proc = subprocess.Popen(_tuning("run", str(space), "--quiet"), cwd=folder, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=_env())
-        moment = round(rng.uniform(0.5, 12.0), 1)
+        moment = round(rng.uniform(2.0, 25.0), 1)  # from start-up to mid-trial
         time.sleep(moment)
         seen_complete |= {n for n, s in _states(db).items() if s == "COMPLETE"}
         proc.kill()

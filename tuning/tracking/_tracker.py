@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import socket
@@ -34,7 +35,7 @@ from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, StudyObserve
 from tuning.tracking import _artifacts, _env, _sqlite
 from tuning.tracking._model import BEST_MODEL as _BEST_MODEL
 from tuning.tracking._model import TRIAL_MODEL as _TRIAL_MODEL
-from tuning.tracking._worker import _Worker, is_connection_error
+from tuning.tracking._worker import PROBE_SECONDS, _Worker, is_connection_error
 from tuning.tracking.tags import (
     PARENT_TAG,
     TAG_BEST_MODEL,
@@ -302,7 +303,8 @@ class MlflowTracker(StudyObserver):
             self._worker.submit(f"end the run of trial {number}", self._end_open_run, run, status, trial=number)
         self._worker.submit("finish the study run", self._finish_study, self._parent_id, study, status)
         remote = urlsplit(self.tracking_uri).scheme in ("http", "https")
-        self.flush(FLUSH_SECONDS if remote else None)
+        # Bounded for a server; a server already known down gets one more probe, not the whole wait.
+        self.flush((PROBE_SECONDS if self._worker.offline else FLUSH_SECONDS) if remote else None)
         trials, parent = self._worker.unsent()
         if trials or parent:
             listed = ", ".join(map(str, trials[:50])) + (" ..." if len(trials) > 50 else "")
