@@ -335,11 +335,15 @@ def _sqlite_tables(path: Path, shown: str) -> set[str]:
         connection = sqlite3.connect(_read_only_uri(path), uri=True)
         try:
             rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            # Garbled pages past the schema show up here, not when the tables are listed (milliseconds per MB).
+            verdict = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
         finally:
             connection.close()
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(verdict)
     except sqlite3.DatabaseError as exc:
         raise StorageError(
-            f"{path} is a damaged SQLite database ({exc}). Received: {shown}. "
+            f"{path} is a damaged SQLite database ({str(exc)[:200]}). Received: {shown}. "
             "Fix: restore it from a backup, or pass --storage with a new file name."
         ) from None
     return {name for (name,) in rows}

@@ -139,6 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageFailedError as exc:
         errors.print(f"[bold red]error:[/] {_safe(exc)}", markup=True)
         return 1
+    except Exception as exc:  # a database that fails outside a study's trials: say which and what to do
+        from tuning import _storage
+
+        if not _storage.is_storage_failure(exc):
+            raise
+        url = _storage.resolve_url(getattr(args, "storage", None))
+        failure = _storage.storage_failure(url, exc, while_doing="reading it" if args.command != "run" else "in use")
+        errors.print(f"[bold red]error:[/] {_safe(failure)}", markup=True)
+        return 2 if args.command != "run" else 1
 
 
 def _remove_empty_folders(folder: Path) -> None:
