@@ -133,7 +133,7 @@ def test_a_read_only_storage_folder_exits_2_and_leaves_no_mlruns(
         assert "not writable" in capsys.readouterr().err
         assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"]
     finally:
-        subprocess.run(["umount", str(tmp_path / "ro")], capture_output=True)
+        subprocess.run(["umount", "--lazy", str(tmp_path / "ro")], capture_output=True)
 
 
 @pytest.mark.slow  # imports MLflow and creates its tables
