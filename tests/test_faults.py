@@ -98,6 +98,7 @@ def test_a_killed_mlflow_server_never_stalls_training_and_sync_backfills_every_r
     assert code == 0, stderr
     assert _finished_trials(db) == 6
     assert stderr.count("does not answer") == 1, stderr  # one warning, not one per retry
+    assert "Retrying" not in stderr, stderr  # urllib3's retry lines
     assert "Traceback" not in stderr
     assert "tuning sync tiny" in stderr and f"--tracking-uri {uri}" in stderr
     seconds = _trial_seconds(db)
@@ -123,6 +124,43 @@ def test_a_killed_mlflow_server_never_stalls_training_and_sync_backfills_every_r
         again = subprocess.run(_tuning("sync", "tiny", "--tracking-uri", uri), cwd=work, capture_output=True,
                                text=True, env=subprocess_env(MNIST_DIR), timeout=300)
         assert "0 trial run(s) created, 0 ended" in again.stdout  # idempotent
+    finally:
+        _kill_group(server)
+
+
+def test_calls_kept_while_the_server_is_down_are_sent_when_it_comes_back_mid_study(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    work = tmp_path / "work"
+    work.mkdir()
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path / "server", port)
+    space = _space_file(work, study={"n_trials": 16})
+    run = subprocess.Popen(_tuning("run", str(space), "--tracking-uri", uri, "--quiet"), cwd=work,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=subprocess_env(MNIST_DIR))
+    try:
+        db = work / "mlruns" / "optuna.db"
+        while _finished_trials(db) < 2 and run.poll() is None:
+            time.sleep(0.2)
+        _kill_group(server)
+        while _finished_trials(db) < 4 and run.poll() is None:  # trials finish while the server is down
+            time.sleep(0.2)
+        server = _start_server(tmp_path / "server", port)  # back while the study still runs
+        _, stderr = run.communicate(timeout=900)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    try:
+        assert run.returncode == 0, stderr
+        assert stderr.count("does not answer") == 1 and "answers again" in stderr, stderr
+        assert "Retrying" not in stderr, stderr
+        assert "tuning sync" not in stderr, stderr  # nothing was left to back-fill
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=100)
+        trials = [r for r in runs if r.data.tags.get("tuning.role") == "trial"]
+        assert sorted(int(r.data.tags["optuna.trial_number"]) for r in trials) == list(range(16))
+        assert all(r.info.status == "FINISHED" and "final.val_accuracy" in r.data.metrics for r in trials)
     finally:
         _kill_group(server)
 

@@ -75,6 +75,9 @@ RUN_ID_WAIT = 2.0
 #: Longest the end of a study waits for the calls still queued for MLflow when the server is slow or gone;
 #: what is left is listed with the ``tuning sync`` command that back-fills it from the Optuna storage.
 FLUSH_SECONDS = 30.0
+#: Longest the end of a study keeps waiting, beyond that, while a server that came back is still being sent
+#: the calls kept during its outage (and sending makes progress).
+CATCH_UP_SECONDS = 120.0
 #: MLflow's own HTTP settings for this process (unless already set in the environment): few retries, short
 #: timeouts, so one call to a dead server costs seconds, not minutes (MLflow's defaults: 7 retries, 120 s).
 HTTP_SETTINGS = {
@@ -179,6 +182,9 @@ class MlflowTracker(StudyObserver):
         elif scheme in ("http", "https"):
             for key, value in HTTP_SETTINGS.items():
                 os.environ.setdefault(key, value)
+            # urllib3 logs every retry at WARNING ("Retrying (Retry(total=1, ...))"): the worker's one warning
+            # says the same once.
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
             self._check_reachable()
         elif scheme in ("", "file") and not uri.startswith("databricks"):
             self._check_directory(Path(urlsplit(uri).path if scheme else uri))
@@ -304,7 +310,14 @@ class MlflowTracker(StudyObserver):
         self._worker.submit("finish the study run", self._finish_study, self._parent_id, study, status)
         remote = urlsplit(self.tracking_uri).scheme in ("http", "https")
         # Bounded for a server; a server already known down gets one more probe, not the whole wait.
-        self.flush((PROBE_SECONDS if self._worker.offline else FLUSH_SECONDS) if remote else None)
+        complete = self.flush((PROBE_SECONDS if self._worker.offline else FLUSH_SECONDS) if remote else None)
+        waited = 0.0
+        while not complete and not self._worker.offline and waited < CATCH_UP_SECONDS:
+            left = self._worker.pending  # the server is back and the worker is sending what it kept
+            complete = self.flush(5.0)
+            waited += 5.0
+            if self._worker.pending >= left:
+                break  # no progress in 5 s: stop waiting
         trials, parent = self._worker.unsent()
         if trials or parent:
             listed = ", ".join(map(str, trials[:50])) + (" ..." if len(trials) > 50 else "")

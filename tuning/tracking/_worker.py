@@ -122,6 +122,12 @@ class _Worker:
                 self._idle.wait(timeout=min(left, 1.0) if left is not None else 1.0)
         return True
 
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet run (kept ones included)."""
+        with self._idle:
+            return self._pending
+
     def unsent(self) -> tuple[list[int], bool]:
         """Trials whose runs miss something, and whether the parent run does: spooled or failed for good."""
         with self._lock:
@@ -198,7 +204,8 @@ class _Worker:
         if not answering:
             return
         self.offline = False
-        sent = 0
+        log.warning("MLflow tracking: the tracking server %s answers again; sending %d kept call(s).",
+                    self._describe, len(self._spool))
         while True:
             with self._lock:
                 if not self._spool:
@@ -206,6 +213,3 @@ class _Worker:
                 job = self._spool.popleft()
             if not self._run(job):  # gone again: the job is back at the front of the spool
                 return
-            sent += 1
-        log.warning("MLflow tracking: the tracking server %s answers again; %d kept call(s) sent.",
-                    self._describe, sent)
