@@ -274,6 +274,16 @@ def is_storage_failure(exc: BaseException) -> bool:
     return _database_error(exc) is not None
 
 
+def database_cause(exc: BaseException) -> BaseException:
+    """The database error behind ``exc`` if there is one (Optuna hides it behind "exceeding max length"), else ``exc``.
+
+    Example:
+        >>> database_cause(ValueError("x"))
+        ValueError('x')
+    """
+    return _database_error(exc) or exc
+
+
 def _database_error(exc: BaseException | None) -> BaseException | None:
     """The database error behind ``exc`` (Optuna wraps it in a misleading "exceeding max length" message)."""
     for _ in range(8):

@@ -101,9 +101,9 @@ def _set_option(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tuning`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
     results_existed = RESULTS_DIR.exists()
     try:  # Ctrl-C while the heavy modules load: no traceback, nothing left behind
+        args = build_parser().parse_args(argv)
         _redact_logs(args)
         import optuna
         from rich.console import Console

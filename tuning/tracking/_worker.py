@@ -173,7 +173,10 @@ class _Worker:
                     self.parent_unsent = True
                 else:
                     self.unsent_trials.add(job.trial)
-            log.warning("MLflow tracking: could not %s: %s", job.what, redact_text(str(exc), self._secrets))
+            from tuning._storage import database_cause
+
+            cause = database_cause(exc)  # the Optuna storage failing under us: its own words, not Optuna's wrapper
+            log.warning("MLflow tracking: could not %s: %s", job.what, redact_text(str(cause), self._secrets))
             log.debug("MLflow tracking traceback:\n%s", redact_text(traceback.format_exc(), self._secrets))
         self._done()
         return True
