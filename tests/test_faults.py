@@ -136,7 +136,7 @@ def test_calls_kept_while_the_server_is_down_are_sent_when_it_comes_back_mid_stu
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(tmp_path / "server", port)
-    space = _space_file(work, study={"n_trials": 16})
+    space = _space_file(work, study={"n_trials": 30})  # long enough to outlast the restart (~12 s) and a probe
     run = subprocess.Popen(_tuning("run", str(space), "--tracking-uri", uri, "--quiet"), cwd=work,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=subprocess_env(MNIST_DIR))
     try:
@@ -159,7 +159,7 @@ def test_calls_kept_while_the_server_is_down_are_sent_when_it_comes_back_mid_stu
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=100)
         trials = [r for r in runs if r.data.tags.get("tuning.role") == "trial"]
-        assert sorted(int(r.data.tags["optuna.trial_number"]) for r in trials) == list(range(16))
+        assert sorted(int(r.data.tags["optuna.trial_number"]) for r in trials) == list(range(30))
         assert all(r.info.status == "FINISHED" and "final.val_accuracy" in r.data.metrics for r in trials)
     finally:
         _kill_group(server)
