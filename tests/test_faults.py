@@ -136,7 +136,9 @@ def test_calls_kept_while_the_server_is_down_are_sent_when_it_comes_back_mid_stu
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(tmp_path / "server", port)
-    space = _space_file(work, study={"n_trials": 30})  # long enough to outlast the restart (~12 s) and a probe
+    # 2,000 images and 2 epochs a trial: the 26 trials after the kill outlast the restart (~12 s) and a probe
+    # (10 s) several times over, even on a fast machine.
+    space = _space_file(work, study={"n_trials": 30}, data={"train_size": 2000}, train={"epochs": 2})
     run = subprocess.Popen(_tuning("run", str(space), "--tracking-uri", uri, "--quiet"), cwd=work,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=subprocess_env(MNIST_DIR))
     try:
