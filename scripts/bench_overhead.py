@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = widths(args.n)
     settings = {"tracking off": False} if args.no_tracking else {"tracking on": True, "tracking off": False}
 
+    home = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as folder:
+        os.chdir(folder)  # whatever a study keeps beside its results (mlruns/) stays in the temporary folder
         storage = f"sqlite:///{Path(folder) / 'optuna.db'}"
         mlflow_uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
         print(f"{len(sizes)} MLPs 784-w-w-10, w in {sizes}; {args.epochs} epochs, batch {BATCH_SIZE}, "
@@ -228,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"  {name:13s} toolkit {toolkit.wall:6.2f} s / bare {bare.wall:6.2f} s = "
                              f"{toolkit.wall / bare.wall:.3f} (cpu {toolkit.cpu / bare.cpu:.3f})")
             print(f"round {r + 1}:\n" + "\n".join(cells), flush=True)
+        os.chdir(home)
 
     report(results, len(sizes), first)
     return 0
