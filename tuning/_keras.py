@@ -32,4 +32,7 @@ def import_keras() -> ModuleType:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+    from tuning._workers import configure_tensorflow
+
+    configure_tensorflow(sys.modules["tensorflow"])  # a --workers/--gpus worker's threads and GPU memory growth
     return keras

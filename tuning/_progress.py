@@ -85,14 +85,8 @@ class ProgressDisplay(StudyObserver):
             result = "  ".join(f"{m} {v:.4f}" for m, v in zip(self.metrics, outcome.values, strict=False))
         else:
             result = outcome.reason or ""
-        best = f"  best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else ""
-        epochs = outcome.user_attrs.get(records.EPOCHS)
-        epochs_text = f"  {epochs} epochs" if epochs is not None else ""
-        style = _STYLE.get(outcome.state, "white")
-        self.console.print(
-            f"trial {trial.number:>3}  [{style}]{outcome.state:<11}[/]  {result}{best}{epochs_text}  {seconds:.1f} s",
-            highlight=False,
-        )
+        line = _line(trial.number, outcome.state, result, self.best, outcome.user_attrs.get(records.EPOCHS), seconds)
+        self.console.print(line, highlight=False)
         if outcome.state in (records.COMPLETE, records.PRUNED):
             self.progress.advance(self.task)
         self.progress.update(self.task, status="")
@@ -104,3 +98,35 @@ class ProgressDisplay(StudyObserver):
         with self._lock:
             if records.improves(value, self.best[0] if self.best else None, self.directions[0] == "maximize"):
                 self.best = (value, number)
+
+
+def _line(number: int, state: str, result: str, best: tuple[float, int] | None, epochs: Any, seconds: float) -> str:
+    best_text = f"  best {best[0]:.4f} (trial {best[1]})" if best else ""
+    epochs_text = f"  {epochs} epochs" if epochs is not None else ""
+    style = _STYLE.get(state, "white")
+    return f"trial {number:>3}  [{style}]{state:<11}[/]  {result}{best_text}{epochs_text}  {seconds:.1f} s"
+
+
+def trial_line(trial: optuna.trial.FrozenTrial, metrics: list[str], best: tuple[float, int] | None) -> str:
+    """The progress line of a finished trial read from the storage (``tuning run --workers``), with its worker.
+
+    Example:
+        >>> trial_line(study.trials[0], ["val_accuracy"], (0.91, 0))  # doctest: +SKIP
+        'trial   0  [green]complete   [/]  val_accuracy 0.9100  best 0.9100 (trial 0)  2 epochs  4.1 s  (host:812)'
+    """
+    state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name, trial.state.name)
+    reason = str(trial.user_attrs.get(records.REASON, ""))
+    if state == "failed" and reason == "interrupted":
+        state = "interrupted"
+    values = zip(metrics, trial.values or [], strict=False)
+    result = "  ".join(f"{m} {v:.4f}" for m, v in values) if trial.values else reason
+    seconds = (
+        (trial.datetime_complete - trial.datetime_start).total_seconds()
+        if trial.datetime_complete and trial.datetime_start
+        else 0.0
+    )
+    worker = trial.user_attrs.get(records.WORKER)
+    where = f"  ({worker}{', ' + trial.user_attrs[records.DEVICE] if records.DEVICE in trial.user_attrs else ''})"
+    return _line(trial.number, state, result, best, trial.user_attrs.get(records.EPOCHS), seconds) + (
+        where if worker else ""
+    )

@@ -1,22 +1,27 @@
 """Crash recovery: trials left RUNNING by a worker process that died are failed and re-run once.
 
-Two paths find such trials; both fail the trial, record why, and queue its configuration again at most once:
+:func:`recover` runs when a study starts and before every trial of every worker (``tuning.run``); it fails three
+kinds of RUNNING trial, records why (user attribute ``reason``), queues each configuration again at most once,
+and ends the trial's MLflow run as KILLED:
 
-1. **At the start of every run** (:func:`recover_dead_workers`, called by ``tuning.run`` right after the study
-   is loaded): a RUNNING trial whose ``worker`` user attribute (``host:pid``, set by the runner) names this
-   host and a process that no longer exists is failed at once, with the reason
-   ``"the worker process <pid> died (killed or crashed)"``. A user who restarts a killed study straight away
-   sees no stale RUNNING trial.
-2. **Optuna's heartbeats** (RDB storages only): a trial whose heartbeat is older than the grace period
-   (``tuning._study.GRACE_PERIOD``, 90 s; beats every ``HEARTBEAT_INTERVAL``, 30 s) is failed by
-   ``optuna.storages.fail_stale_trials`` before each new trial, and
-   ``optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)`` queues it again. This path covers
-   workers on other hosts, whose processes this one cannot see.
+1. **A dead process on this host, at once**: the trial's ``worker`` user attribute (``host:pid``, set by the
+   runner) names this host and a process that no longer exists: ``"the worker process <pid> died (killed or
+   crashed)"``. A user who restarts a killed study straight away sees no stale RUNNING trial.
+2. **A stale heartbeat, on any machine** (RDB storages): no heartbeat for longer than the grace period
+   (``tuning._study.GRACE_PERIOD``, 90 s; beats every ``HEARTBEAT_INTERVAL``, 30 s): ``"no heartbeat for more
+   than 90 s from its worker <host:pid> ..."``. Optuna's own ``fail_stale_trials`` (run before each trial) may
+   win the race; the storage's :class:`StaleTrialCallback` then queues the retry and ends the run.
+3. **No worker and no heartbeat**: a trial RUNNING for longer than the grace period whose process died between
+   Optuna's ``ask()`` and recording its worker (:data:`NO_WORKER_REASON`). Its start time is the asking host's
+   clock: keep the machines' clocks in sync (NTP) to within the grace period.
 
-Both paths use the same record of retries, the system attributes of Optuna's retry callback
+All paths use the same record of retries, the system attributes of Optuna's retry callback
 (``failed_trial``: the first trial of the series, ``retry_history``: every trial number before this one), so a
 trial is retried by one path only and a retry that dies too is not retried again. Only the process whose
 state change succeeds (Optuna raises ``UpdateFinishedTrialError`` for the others) queues the retry.
+
+:func:`reconcile_runs` closes the MLflow runs of trials that finished in the storage while their worker's
+tracking thread died with it.
 
 Example:
     >>> study = optuna.load_study(study_name="mnist_quick", storage=storage)  # doctest: +SKIP
@@ -26,9 +31,11 @@ Example:
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 import optuna
@@ -36,7 +43,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuning import records
 
-__all__ = ["FAILED_TRIAL", "RETRY_HISTORY", "RETRY_OF", "dead_worker_reason", "end_dead_runs", "recover_dead_workers"]
+__all__ = [
+    "FAILED_TRIAL",
+    "NO_WORKER_REASON",
+    "RETRY_HISTORY",
+    "RETRY_OF",
+    "StaleTrialCallback",
+    "dead_worker_reason",
+    "end_dead_runs",
+    "heartbeat_reason",
+    "close_study_run",
+    "reconcile_runs",
+    "recover",
+    "recover_dead_workers",
+]
 
 log = logging.getLogger("tuning")
 
@@ -73,29 +93,17 @@ def recover_dead_workers(study: optuna.Study) -> list[FrozenTrial]:
     Returns:
         The trials this call failed, as they are now in the storage.
     """
-    storage = study._storage
     host = socket.gethostname()
     recovered: list[FrozenTrial] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = _dead_local_pid(trial.user_attrs.get(records.WORKER), host)
         if pid is None:
             continue
-        try:
-            # The reason goes first: a finished trial's attributes cannot change any more.
-            storage.set_trial_user_attr(trial._trial_id, records.REASON, dead_worker_reason(pid))
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker (or the heartbeat) failed it a moment ago, and owns its retry
-        failed = storage.get_trial(trial._trial_id)
+        failed = _fail(study, trial, dead_worker_reason(pid))
+        if failed is None:
+            continue
         recovered.append(failed)
-        retry = _queue_retry(study, failed)
-        log.warning(
-            "trial %d was left running by process %d, which died: recorded as failed%s",
-            failed.number,
-            pid,
-            f"; its configuration runs again as trial {retry}" if retry is not None else "",
-        )
+        _after_fail(study, failed, None)
     return recovered
 
 
@@ -152,16 +160,121 @@ def _queue_retry(study: optuna.Study, failed: FrozenTrial) -> int | None:
     return study._storage.get_trial_number_from_id(trial_id)
 
 
-def end_dead_runs(tracking_uri: str, trials: list[FrozenTrial]) -> None:
-    """End the MLflow runs of recovered trials as FAILED with their reason (they were left RUNNING).
+def heartbeat_reason(grace_period: int, worker: Any) -> str:
+    """The ``reason`` recorded on a trial whose heartbeat went stale (its worker may be on another machine).
 
     Example:
-        >>> end_dead_runs("sqlite:///mlruns/mlflow.db", recover_dead_workers(study))  # doctest: +SKIP
+        >>> heartbeat_reason(90, "gpu-3:4242")
+        'no heartbeat for more than 90 s from its worker gpu-3:4242 (killed, crashed or cut off)'
+    """
+    return f"no heartbeat for more than {grace_period} s from its worker {worker or '(unknown)'} " \
+           "(killed, crashed or cut off)"
+
+
+#: The reason of a trial whose process died between Optuna's ``ask()`` and recording its worker.
+NO_WORKER_REASON = "its worker died before it started training (no worker and no heartbeat recorded)"
+
+
+class StaleTrialCallback:
+    """Optuna's ``heartbeat_stale_trial_callback``: queue the stale trial's configuration once, end its run.
+
+    Optuna calls it in whichever process failed a stale trial (``optuna.storages.fail_stale_trials``, run before
+    every trial), on any machine. It replaces ``RetryHeartbeatStaleTrialCallback`` and shares its record of
+    retries; it also ends the trial's MLflow run as KILLED when a tracking URI is known.
+
+    Example:
+        >>> storage.heartbeat_stale_trial_callback = StaleTrialCallback("http://mlflow:5000")  # doctest: +SKIP
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        _after_fail(study, trial, self.tracking_uri)
+
+
+def recover(study: optuna.Study, *, tracking_uri: str | None = None, grace_period: int | None = None) -> list[int]:
+    """Fail every RUNNING trial whose worker is gone, queue each configuration once, end its MLflow run as KILLED.
+
+    Three kinds, each failed with its own reason before the state changes (a finished trial's attributes are
+    frozen): a dead local process (at once), a stale heartbeat (any machine), and a trial RUNNING without a
+    worker and without a heartbeat for longer than the grace period (its process died between ``ask()`` and
+    recording itself). Safe to call from many workers at once: one of them wins each trial.
+
+    Example:
+        >>> recover(study, tracking_uri="http://127.0.0.1:5000", grace_period=90)  # doctest: +SKIP
+        [7]
+
+    Returns:
+        The numbers of the trials this call failed.
+    """
+    storage = study._storage
+    grace = grace_period if grace_period is not None else getattr(storage, "grace_period", None)
+    host = socket.gethostname()
+    stale_ids: set[int] = set()
+    if grace is not None and getattr(storage, "heartbeat_interval", None):
+        stale_ids = set(storage._get_stale_trial_ids(study._study_id))
+    now = datetime.datetime.now()
+    failed: list[int] = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(records.WORKER)
+        pid = _dead_local_pid(worker, host)
+        if pid is not None:
+            reason = dead_worker_reason(pid)
+        elif trial._trial_id in stale_ids:
+            reason = heartbeat_reason(int(grace), worker)  # type: ignore[arg-type]
+        elif (
+            worker is None
+            and grace is not None
+            and trial.datetime_start is not None
+            and (now - trial.datetime_start).total_seconds() > grace
+        ):
+            reason = NO_WORKER_REASON
+        else:
+            continue
+        done = _fail(study, trial, reason)
+        if done is not None:
+            _after_fail(study, done, tracking_uri)
+            failed.append(done.number)
+    return failed
+
+
+def _fail(study: optuna.Study, trial: FrozenTrial, reason: str) -> FrozenTrial | None:
+    """Record ``reason`` then FAIL the trial; None when another worker failed it first."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, records.REASON, reason)
+        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            return None
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return None  # another worker (or Optuna's heartbeat check) failed it a moment ago, and owns its retry
+    return storage.get_trial(trial._trial_id)
+
+
+def _after_fail(study: optuna.Study, failed: FrozenTrial, tracking_uri: str | None) -> None:
+    """What the worker that failed a dead trial does next: queue it once, end its run, say so once."""
+    retry = _queue_retry(study, failed)
+    if tracking_uri:
+        end_dead_runs(tracking_uri, [failed])
+    log.warning(
+        "trial %d was left running by a worker that is gone (%s): recorded as failed%s",
+        failed.number,
+        failed.user_attrs.get(records.REASON, "no heartbeat"),
+        f"; its configuration runs again as trial {retry}" if retry is not None else "",
+    )
+
+
+def end_dead_runs(tracking_uri: str, trials: list[FrozenTrial]) -> None:
+    """End the MLflow runs of recovered trials as KILLED with their reason (they were left RUNNING).
+
+    Example:
+        >>> end_dead_runs("sqlite:///mlruns/mlflow.db", recovered_trials)  # doctest: +SKIP
     """
     from mlflow import MlflowClient
 
     from tuning.tracking.tags import TAG_REASON, TAG_STATE
 
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(tracking_uri=tracking_uri)
     for trial in trials:
         run_id = trial.user_attrs.get(records.MLFLOW_RUN_ID)
@@ -169,7 +282,111 @@ def end_dead_runs(tracking_uri: str, trials: list[FrozenTrial]) -> None:
             continue
         try:
             client.set_tag(run_id, TAG_STATE, "failed")
-            client.set_tag(run_id, TAG_REASON, str(trial.user_attrs.get(records.REASON, "")))
-            client.set_terminated(run_id, "FAILED")
+            client.set_tag(run_id, TAG_REASON, str(trial.user_attrs.get(records.REASON, "its worker is gone")))
+            client.set_terminated(run_id, "KILLED")
         except Exception as exc:  # the storage is what counts; a run we cannot close is only reported
             log.warning("cannot end the MLflow run %s of trial %d: %s", run_id, trial.number, exc)
+
+
+def reconcile_runs(tracking_uri: str, study: optuna.Study, *, grace_period: int) -> list[int]:
+    """Give every RUNNING MLflow trial run of a finished trial that trial's terminal status and final values.
+
+    A worker killed right after a trial finished in the storage leaves its run RUNNING (its tracking thread
+    died with it). A run is only touched when its trial finished more than ``grace_period`` seconds ago or its
+    worker is a dead process on this host, so a live worker still closing its own run is left alone.
+
+    Example:
+        >>> reconcile_runs("http://127.0.0.1:5000", study, grace_period=90)  # doctest: +SKIP
+        [4]
+
+    Returns:
+        The numbers of the trials whose run this call ended.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    from tuning.tracking._tracker import TAG_REASON, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(study.user_attrs.get(records.MLFLOW_EXPERIMENT) or study.study_name)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_ROLE}` = 'trial' "
+        f"and tags.`{TAG_STUDY}` = '{study.study_name}'",
+        max_results=5000,
+    )
+    if not runs:
+        return []
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    objectives = study.user_attrs.get(records.OBJECTIVES) or ["value"]
+    host = socket.gethostname()
+    now = datetime.datetime.now()
+    ended = []
+    for run in runs:
+        number = run.data.tags.get(TAG_TRIAL, "")
+        trial = trials.get(int(number)) if number.isdigit() else None
+        if trial is None or not trial.state.is_finished() or trial.datetime_complete is None:
+            continue
+        old = (now - trial.datetime_complete).total_seconds() > grace_period
+        if not old and _dead_local_pid(trial.user_attrs.get(records.WORKER), host) is None:
+            continue
+        state, status = _run_outcome(trial)
+        stamp = int(time.time() * 1000)
+        finals = {f"final.{m}": v for m, v in zip(objectives, trial.values or [], strict=False)}
+        for attr in (records.TEST_ACCURACY, records.PARAM_COUNT, records.TRAIN_SECONDS, records.EPOCHS):
+            value = trial.user_attrs.get(attr)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                finals[f"final.{attr}"] = float(value)
+        metrics = [Metric(k, float(v), stamp, 0) for k, v in finals.items() if k not in run.data.metrics]
+        tags = [RunTag(TAG_STATE, state)]
+        if trial.user_attrs.get(records.REASON):
+            tags.append(RunTag(TAG_REASON, str(trial.user_attrs[records.REASON])))
+        try:
+            client.log_batch(run.info.run_id, metrics=metrics, tags=tags)
+            client.set_terminated(run.info.run_id, status)
+        except Exception as exc:
+            log.warning("cannot end the MLflow run %s of trial %d: %s", run.info.run_id, trial.number, exc)
+            continue
+        ended.append(trial.number)
+    if ended:
+        log.warning("ended the MLflow runs of finished trials %s, left RUNNING by a worker that died", ended)
+    return ended
+
+
+def close_study_run(tracking_uri: str, study: optuna.Study, total: int) -> None:
+    """End the study's parent MLflow run once no trial runs any more: FINISHED when the total is reached.
+
+    Called after the last worker of ``tuning run --workers`` has exited; a worker ending while others still
+    run trials leaves the parent run RUNNING for them.
+
+    Example:
+        >>> close_study_run("http://127.0.0.1:5000", study, total=30)  # doctest: +SKIP
+    """
+    run_id = study.user_attrs.get(records.MLFLOW_RUN_ID)
+    trials = study.get_trials(deepcopy=False)
+    if not run_id or any(t.state == TrialState.RUNNING for t in trials):
+        return
+    from mlflow import MlflowClient
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+            client.set_terminated(run_id, "FINISHED" if done >= total else "KILLED")
+    except Exception as exc:
+        log.warning("cannot end the study's MLflow run %s: %s", run_id, exc)
+
+
+def _run_outcome(trial: FrozenTrial) -> tuple[str, str]:
+    """``(tuning.state tag, MLflow status)`` of a finished trial's run."""
+    if trial.state == TrialState.COMPLETE:
+        return "complete", "FINISHED"
+    if trial.state == TrialState.PRUNED:
+        return "pruned", "FINISHED"
+    reason = str(trial.user_attrs.get(records.REASON, ""))
+    killed = reason == "interrupted" or reason.startswith(("the worker process", "no heartbeat", "its worker"))
+    return ("interrupted" if reason == "interrupted" else "failed"), ("KILLED" if killed else "FAILED")

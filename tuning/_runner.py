@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from tuning import _recovery, _storage, _study, records
+from tuning import _recovery, _storage, _study, _workers, records
+from tuning._gate import COUNTED_STATES, TotalGate
+from tuning._sampling import TrialSeededSampler
 from tuning.errors import ConfigurationError, NotLearningError, TooManyFailuresError, user_error
 from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, ObserverList, StudyObserver, TrialOutcome
 
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tuning")
 
-COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -137,9 +138,7 @@ def run(
     # after it: whichever of the two is unusable, the other has written nothing.
     local = url.startswith("sqlite")
     storage_obj = None if local and not _study.sqlite_file_exists(url) else _study.open_storage(url, **heartbeat)
-    # Seeded with the study seed moved on by the trials the study already holds, built (and checked) once.
-    existing = 0 if storage_obj is None else _study.count_trials(storage_obj, name)
-    sampler = _study.make_sampler(space, _study.sampler_seed(space.study.seed, existing))
+    sampler = _sampler(space)  # seeded per trial from the study seed and the trial number; checked here
     hooks: list[StudyObserver] = list(observers)
     tracker = keeper = None
     if tracking:
@@ -159,9 +158,13 @@ def run(
     if storage_obj is None:
         storage_obj = _study.open_storage(url, **heartbeat)
     study = _study.create_or_load(space, storage_obj, name, sampler, pruner)
-    recovered = _recovery.recover_dead_workers(study)  # trials a killed process left RUNNING: failed, re-run once
-    if recovered and tracker is not None:
-        _recovery.end_dead_runs(tracker.tracking_uri, recovered)
+    tracking_uri_used = tracker.tracking_uri if tracker is not None else None
+    # Trials of dead workers (this host at once, others by heartbeat): failed, re-run once, their runs KILLED.
+    stale_callback = _recovery.StaleTrialCallback(tracking_uri_used)
+    storage_obj.heartbeat_stale_trial_callback = storage_obj.failed_trial_callback = stale_callback
+    _recovery.recover(study, tracking_uri=tracking_uri_used, grace_period=heartbeat["grace_period"])
+    if tracking_uri_used:
+        _recovery.reconcile_runs(tracking_uri_used, study, grace_period=heartbeat["grace_period"])
     for params in space.enqueued():
         study.enqueue_trial(params, skip_if_exists=True)
 
@@ -174,16 +177,24 @@ def run(
     done = _count(study)
     if verbose and done:
         print(resume_message(study.study_name, done, target), file=sys.stderr)
+    gate = TotalGate(
+        target,
+        grace_period=heartbeat["grace_period"],
+        tracking_uri=tracking_uri_used,
+        poll=min(2.0, heartbeat["heartbeat_interval"]),
+        check_signals=_stop_if_signalled,
+    )
     interrupted = False
     observer.study_started(study, space)
+    _workers.announce_ready()  # tuning run --workers: the study and its MLflow run exist, the others may start
     try:
-        if done < target:
-            _signalled.clear()
-            from tuning._keras import import_keras
+        _signalled.clear()
+        with _on_signals(_raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
+            if gate.room(study):  # also waits while other workers' running trials may finish the study
+                from tuning._keras import import_keras
 
-            import_keras()  # before the budget's and the first trial's clocks, not inside them
-            objective.deadline = None if budget is None else time.monotonic() + budget
-            with _on_signals(_raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
+                import_keras()  # before the budget's and the first trial's clocks, not inside them
+                objective.deadline = gate.deadline = None if budget is None else time.monotonic() + budget
                 if space.study.engine == "keras_tuner":
                     from tuning import _kt_engine
 
@@ -196,9 +207,7 @@ def run(
                         timeout=budget,
                         n_jobs=jobs,
                         catch=(Exception,),
-                        callbacks=[
-                            optuna.study.MaxTrialsCallback(target, states=COUNTED_STATES), guard, _stop_if_signalled
-                        ],
+                        callbacks=[guard, gate, _stop_if_signalled],
                         gc_after_trial=False,  # training releases memory itself, before each trial
                     )
     except KeyboardInterrupt:
@@ -238,6 +247,13 @@ def resume_message(study_name: str, done: int, target: int) -> str:
 
 def _count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+def _sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The space's sampler, seeded per trial from the study seed (see :mod:`tuning._sampling`)."""
+    if space.study.sampler["type"] == "qmc":  # its seed is its scrambling: one for the whole study
+        return _study.make_sampler(space, space.study.seed)
+    return TrialSeededSampler(lambda seed: _study.make_sampler(space, seed), space.study.seed)
 
 
 def _hypermodel_of(space: SearchSpace, given: Any, build_fn: Any) -> Any:
@@ -306,6 +322,8 @@ class _Objective:
         seed = _study.trial_seed(self.space.study.seed, trial.number)
         trial.set_user_attr(records.SEED, seed)
         trial.set_user_attr(records.WORKER, _study.worker_id())
+        if os.environ.get("TUNING_GPU"):
+            trial.set_user_attr(records.DEVICE, f"GPU {os.environ['TUNING_GPU']}")
         self.observer.trial_started(trial, config)
         build_fn, fit_fn = self.build_fn, None
         if self.hypermodel is not None:

@@ -142,15 +142,6 @@ def _construct(cls: type, options: dict[str, Any], path: str, kind: str, **fixed
         ) from exc
 
 
-def sampler_seed(space_seed: int | None, n_existing_trials: int) -> int | None:
-    """Seed of this run's sampler: the study seed moved on by the trials already run.
-
-    A resumed study must not replay the random start of its first run (it would retrain the same
-    configurations); an uninterrupted run with the same seed stays reproducible.
-    """
-    return None if space_seed is None else space_seed + n_existing_trials
-
-
 def trial_seed(space_seed: int | None, trial_number: int) -> int:
     """Seed of one trial's training, from the study seed and the trial number (random when the seed is null)."""
     if space_seed is None:

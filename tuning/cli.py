@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from tuning.space import SearchSpace
 
 
+#: The arguments ``main`` was called with (None: ``sys.argv``), passed on to ``--workers`` processes.
+_ARGV: list[str] | None = None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tuning`` command."""
     parser = argparse.ArgumentParser(
@@ -63,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--register-model", metavar="NAME", help="register the study's best model in the MLflow model registry"
     )
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
+    run.add_argument("--workers", type=int, help="worker processes on this machine, sharing its CPU cores (default 1)")
+    run.add_argument("--gpus", help="one worker per GPU: GPU indices (0,1) or all")
+    run.add_argument("--trials-per-gpu", type=int, help="workers (trials at once) per GPU with --gpus (default 1)")
 
     validate = sub.add_parser("validate", help="check a space file and print its parameters")
     validate.add_argument("space", help="search-space YAML file")
@@ -101,6 +108,8 @@ def _set_option(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tuning`` command; returns the exit code."""
+    global _ARGV
+    _ARGV = list(argv) if argv is not None else None
     results_existed = RESULTS_DIR.exists()
     try:  # Ctrl-C while the heavy modules load: no traceback, nothing left behind
         args = build_parser().parse_args(argv)
@@ -228,6 +237,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise user_error("--timeout must be a positive number of seconds", received=args.timeout,
                          fix="pass e.g. --timeout 600, or leave it out to run all trials")
     n_trials = args.n_trials or space.study.n_trials
+    if args.workers is not None or args.gpus is not None or args.trials_per_gpu is not None:
+        plan = _worker_plan(args)
+        if len(plan) > 1:
+            return _run_workers(args, space, plan, n_trials, console)
     observers = [] if args.quiet else [ProgressDisplay(console, n_trials)]
     study = run(
         space,
@@ -246,6 +259,51 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     )
     _print_summary(study, console, tracking=not args.no_tracking, tracking_uri=args.tracking_uri)
     return 0
+
+
+def _worker_plan(args: argparse.Namespace) -> list[dict[str, str]]:
+    from tuning._workers import parse_gpus, worker_plan
+    from tuning.errors import user_error
+
+    for name, value in (("--workers", args.workers), ("--trials-per-gpu", args.trials_per_gpu)):
+        if value is not None and value < 1:
+            raise user_error(f"{name} must be at least 1", received=value, fix=f"pass {name} 1 or more")
+    if args.gpus is None:
+        if args.trials_per_gpu is not None:
+            raise user_error("--trials-per-gpu needs --gpus", received=args.trials_per_gpu,
+                             fix="add --gpus 0,1 (or all), or use --workers N for CPU workers")
+        return worker_plan(workers=args.workers or 1)
+    gpus = parse_gpus(args.gpus)
+    per_gpu = args.trials_per_gpu or 1
+    if args.workers is not None and args.workers != len(gpus) * per_gpu:
+        raise user_error(
+            "--workers and --gpus disagree: --gpus runs --trials-per-gpu workers on each GPU",
+            received=f"--workers {args.workers} --gpus {args.gpus} --trials-per-gpu {per_gpu}",
+            fix="leave out --workers when you pass --gpus",
+        )
+    return worker_plan(gpus=gpus, trials_per_gpu=per_gpu)
+
+
+def _run_workers(
+    args: argparse.Namespace, space: SearchSpace, plan: list[dict[str, str]], n_trials: int, console: Console
+) -> int:
+    """``tuning run --workers N`` / ``--gpus``: the same command in N worker processes, one display here."""
+    from rich.console import Console as RichConsole
+
+    from tuning import _study
+    from tuning._defaults import default_tracking_uri
+    from tuning._workers import run_workers
+
+    url = _study.resolve_storage_url(args.storage or space.study.storage)
+    tracking_uri = None if args.no_tracking else (args.tracking_uri or default_tracking_uri())
+    argv = sys.argv[1:] if _ARGV is None else _ARGV
+    code, study = run_workers(
+        argv, plan, storage_url=url, study_name=args.study_name or space.study.name, total=n_trials,
+        tracking_uri=tracking_uri, console=console, errors=RichConsole(stderr=True, highlight=False),
+    )
+    if study is not None and not args.quiet:
+        _print_summary(study, console, tracking=not args.no_tracking, tracking_uri=args.tracking_uri)
+    return code
 
 
 def _print_summary(study: optuna.Study, console: Console, *, tracking: bool, tracking_uri: str | None) -> None:

@@ -17,6 +17,9 @@ Trial user attributes (``trial.user_attrs``):
 ``mlflow_run_id``      the MLflow run of this trial, when tracking is on
 ``seed``               the seed this trial's training used
 ``precision``          the Keras dtype policy it trained with (``train.precision: auto`` resolved)
+``sampler_seed``       the seed of the sampler that drew this trial's parameters (study seed + trial number)
+``worker``             ``host:pid`` of the process that ran the trial (crash recovery reads it)
+``device``             the GPU a ``--gpus`` worker ran the trial on (``CUDA_VISIBLE_DEVICES``), if any
 =====================  ==========================================================================
 
 Study user attributes (``study.user_attrs``):
@@ -74,7 +77,9 @@ REASON = "reason"
 MLFLOW_RUN_ID = "mlflow_run_id"
 SEED = "seed"
 PRECISION = "precision"
+SAMPLER_SEED = "sampler_seed"
 WORKER = "worker"
+DEVICE = "device"
 
 # Study user attributes.
 SPACE_HASH = "space_hash"

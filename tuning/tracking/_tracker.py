@@ -307,6 +307,8 @@ class MlflowTracker(StudyObserver):
             self._runs.clear()
         for number, run in open_runs.items():
             self._worker.submit(f"end the run of trial {number}", self._end_open_run, run, status, trial=number)
+        if _others_running(study):  # the last worker to end ends the study's run (tuning --workers, machines)
+            status = "RUNNING"
         self._worker.submit("finish the study run", self._finish_study, self._parent_id, study, status)
         remote = urlsplit(self.tracking_uri).scheme in ("http", "https")
         # Bounded for a server; a server already known down gets one more probe, not the whole wait.
@@ -822,9 +824,10 @@ class MlflowTracker(StudyObserver):
         if figure is not None:
             self._client.log_artifact(run_id, figure)
             shutil.rmtree(os.path.dirname(figure), ignore_errors=True)
-        if self.register_model:
-            self._register_best(run_id)
-        self._client.set_terminated(run_id, status)
+        if status != "RUNNING":  # other workers still run trials: the last one ends the run
+            if self.register_model:
+                self._register_best(run_id)
+            self._client.set_terminated(run_id, status)
 
     def _safe(self, value: Any, limit: int | None = _MAX_TAG) -> str:
         text = redact_text(str(value), self._secrets)
@@ -848,6 +851,13 @@ class _FinishedTrial:
     best: list[float | None]
     env: dict[str, str]
     run_id: str = ""
+
+
+def _others_running(study: optuna.Study) -> bool:
+    """Whether other workers still run trials of the study (this worker's own trials are finished by now)."""
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def _is_number(value: Any) -> bool:
