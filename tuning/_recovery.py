@@ -52,6 +52,7 @@ __all__ = [
     "dead_worker_reason",
     "end_dead_runs",
     "heartbeat_reason",
+    "host_name",
     "close_study_run",
     "reconcile_runs",
     "recover",
@@ -67,6 +68,17 @@ FAILED_TRIAL = "failed_trial"
 RETRY_HISTORY = "retry_history"
 #: How many times a crashed configuration runs again (the heartbeat callback uses the same number).
 MAX_RETRY = 1
+
+
+def host_name() -> str:
+    """This machine's name in worker ids: ``$TUNING_HOST`` when set (containers sharing a host name), else the
+    host name. Two machines must not share it: a dead pid on one would be read as the other's.
+
+    Example:
+        >>> host_name() == (os.environ.get("TUNING_HOST") or socket.gethostname())
+        True
+    """
+    return os.environ.get("TUNING_HOST") or socket.gethostname()
 
 
 def dead_worker_reason(pid: int) -> str:
@@ -93,7 +105,7 @@ def recover_dead_workers(study: optuna.Study) -> list[FrozenTrial]:
     Returns:
         The trials this call failed, as they are now in the storage.
     """
-    host = socket.gethostname()
+    host = host_name()
     recovered: list[FrozenTrial] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = _dead_local_pid(trial.user_attrs.get(records.WORKER), host)
@@ -210,7 +222,7 @@ def recover(study: optuna.Study, *, tracking_uri: str | None = None, grace_perio
     """
     storage = study._storage
     grace = grace_period if grace_period is not None else getattr(storage, "grace_period", None)
-    host = socket.gethostname()
+    host = host_name()
     stale_ids: set[int] = set()
     if grace is not None and getattr(storage, "heartbeat_interval", None):
         stale_ids = set(storage._get_stale_trial_ids(study._study_id))
@@ -322,7 +334,7 @@ def reconcile_runs(tracking_uri: str, study: optuna.Study, *, grace_period: int)
         return []
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     objectives = study.user_attrs.get(records.OBJECTIVES) or ["value"]
-    host = socket.gethostname()
+    host = host_name()
     now = datetime.datetime.now()
     ended = []
     for run in runs:

@@ -96,7 +96,8 @@ def run(
             the study ends (needs tracking). Without tracking, the best model is kept in
             ``mlruns/models/<study>/best_model.keras`` instead.
         observers: extra :class:`StudyObserver` hooks (a progress display, your own logging, ...).
-        heartbeat_interval, grace_period: seconds; see ``tuning._study.HEARTBEAT_INTERVAL``.
+        heartbeat_interval, grace_period: seconds; see ``tuning._study.HEARTBEAT_INTERVAL`` (default:
+            ``$TUNING_HEARTBEAT_INTERVAL`` and ``$TUNING_GRACE_PERIOD`` when set).
         verbose: say on standard error how many trials a resumed study holds and how many will run, and
             where an untracked study's best model is (the command line shows its own progress instead).
 
@@ -130,9 +131,10 @@ def run(
     _storage.check_writable(url)  # a local SQLite file: writable, and a SQLite database that is empty or Optuna's
     hypermodel = _hypermodel_of(space, hypermodel, build_fn)
     dataset = _load_data(space, data, data_dir)
-    heartbeat = {
-        "heartbeat_interval": heartbeat_interval or _study.HEARTBEAT_INTERVAL,
-        "grace_period": grace_period or _study.GRACE_PERIOD,
+    heartbeat = {  # the environment variables set them for `tuning run` and its --workers
+        "heartbeat_interval": heartbeat_interval
+        or int(os.environ.get("TUNING_HEARTBEAT_INTERVAL") or _study.HEARTBEAT_INTERVAL),
+        "grace_period": grace_period or int(os.environ.get("TUNING_GRACE_PERIOD") or _study.GRACE_PERIOD),
     }
     # A database server is reached before the tracking location is created, a local SQLite file is created
     # after it: whichever of the two is unusable, the other has written nothing.

@@ -6,7 +6,6 @@ Nothing here trains; everything here fails fast with a :class:`~tuning.errors.Us
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from tuning import _storage, records
-from tuning._recovery import MAX_RETRY
+from tuning._recovery import MAX_RETRY, host_name
 from tuning.errors import SpaceError
 
 if TYPE_CHECKING:
@@ -151,7 +150,7 @@ def trial_seed(space_seed: int | None, trial_number: int) -> int:
 
 def worker_id() -> str:
     """``host:pid`` of this process, recorded on each trial so a crashed worker's trials can be recognised."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{host_name()}:{os.getpid()}"
 
 
 def create_or_load(space: SearchSpace, storage: Any, name: str, sampler: Any, pruner: Any) -> optuna.Study:

@@ -1,0 +1,373 @@
+"""One study, many workers: worker processes on PostgreSQL and SQLite, a real `mlflow server`, a SIGKILLed worker.
+
+The slow tests start real servers (a throwaway PostgreSQL cluster, `mlflow server`) and real `tuning run`
+processes training tiny MNIST models; the fast ones check the worker plan, the per-trial sampler seeds and the
+study total on real SQLite storages, without training.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from conftest import subprocess_env, tiny_space
+from optuna.trial import TrialState
+from servers import PG_PASSWORD, mlflow_server, postgres_cluster, why_no_postgres
+
+from tuning import _recovery, _study, records
+from tuning._gate import TotalGate
+from tuning._sampling import TrialSeededSampler
+from tuning._workers import parse_gpus, worker_argv, worker_plan
+from tuning.errors import UserInputError
+
+PYTHON = sys.executable
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
+
+
+# ---------------------------------------------------------------------------------------------- fast: the plan
+
+
+def test_gpus_give_each_worker_one_device_and_its_share_of_the_cores() -> None:
+    plan = worker_plan(gpus=["0", "1"], trials_per_gpu=2, cpus=8)
+
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in plan] == ["0", "0", "1", "1"]
+    assert [env["TUNING_WORKER_INDEX"] for env in plan] == ["0", "1", "2", "3"]
+    assert all(env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for env in plan)
+    assert {env["TUNING_CPU_THREADS"] for env in plan} == {"2"}
+
+
+def test_cpu_workers_split_the_cores_and_see_no_gpu_of_a_gpu_plan() -> None:
+    plan = worker_plan(workers=3, cpus=2)
+
+    assert len(plan) == 3
+    assert {env["TUNING_CPU_THREADS"] for env in plan} == {"1"}  # never zero threads
+    assert all("TUNING_GPU" not in env for env in plan)
+
+
+def test_gpu_lists_are_checked() -> None:
+    assert parse_gpus("all", {"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    for bad in ("0,0", "a", "0,,1"):
+        with pytest.raises(UserInputError, match="--gpus"):
+            parse_gpus(bad)
+
+
+def test_a_worker_runs_the_same_command_quietly_without_the_parent_options() -> None:
+    argv = ["run", "s.yaml", "--workers", "3", "--gpus=0,1", "--trials-per-gpu", "2", "--storage", "x"]
+    assert worker_argv(argv) == ["run", "s.yaml", "--storage", "x", "--quiet"]
+
+
+# ---------------------------------------------------------------------------------------------- fast: seeds, total
+
+
+def _tpe_study(storage: Any) -> optuna.Study:
+    study = optuna.create_study(study_name="seeds", storage=storage, load_if_exists=True)
+    study.sampler = TrialSeededSampler(lambda seed: optuna.samplers.TPESampler(seed=seed), seed=0)
+    return study
+
+
+def _draw(study: optuna.Study) -> tuple[int, float]:
+    trial = study.ask()
+    return trial.number, trial.suggest_float("x", 0.0, 1.0)
+
+
+def test_workers_with_the_same_study_seed_draw_different_configurations_reproducibly() -> None:
+    storage = optuna.storages.InMemoryStorage()
+    workers = [_tpe_study(storage) for _ in range(3)]  # three processes' view of one study, same seed
+    draws = [_draw(w) for w in workers]
+
+    assert len({x for _, x in draws}) == 3
+    seeds = [t.user_attrs[records.SAMPLER_SEED] for t in workers[0].get_trials()]
+    assert len(set(seeds)) == 3
+    again = _tpe_study(optuna.storages.InMemoryStorage())  # the same study replayed by one worker
+    assert [_draw(again) for _ in range(3)] == draws
+
+
+def _study_with(tmp_path: Path, states: list[TrialState], worker: str | None = None) -> optuna.Study:
+    study = optuna.create_study(storage=_study.open_storage(f"sqlite:///{tmp_path}/o.db"))
+    for state in states:
+        trial = study.ask()
+        if worker:
+            trial.set_user_attr(records.WORKER, worker)
+        if state != TrialState.RUNNING:
+            study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    return study
+
+
+def test_the_gate_ends_a_worker_once_the_total_is_counted(tmp_path: Path) -> None:
+    study = _study_with(tmp_path, [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL])
+    assert not TotalGate(2, grace_period=90).room(study)
+    assert TotalGate(3, grace_period=90).room(study)  # the failed trial does not count
+
+
+def test_the_gate_does_not_start_a_trial_the_running_ones_may_make_surplus(tmp_path: Path) -> None:
+    study = _study_with(tmp_path, [TrialState.COMPLETE, TrialState.RUNNING], worker=_study.worker_id())
+    gate = TotalGate(2, grace_period=90, deadline=time.monotonic(), poll=0.01)  # time is up: do not wait
+    assert not gate.room(study)
+    assert TotalGate(3, grace_period=90).room(study)
+
+
+def test_the_gate_takes_the_place_of_a_dead_worker_s_trial(tmp_path: Path) -> None:
+    dead = subprocess.Popen([PYTHON, "-c", "pass"])
+    dead.wait()
+    worker = f"{_recovery.host_name()}:{dead.pid}"
+    study = _study_with(tmp_path, [TrialState.COMPLETE, TrialState.RUNNING], worker=worker)
+
+    assert TotalGate(2, grace_period=90).room(study)  # the dead trial is failed and queued: room again
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+
+
+# ---------------------------------------------------------------------------------------------- slow: servers
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    reason = why_no_postgres()
+    if reason:
+        pytest.skip(reason)
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url
+
+
+def _space_file(folder: Path, name: str, n_trials: int, train_size: int = 300, epochs: Any = 1) -> Path:
+    space = tiny_space(
+        data={"dataset": "mnist", "train_size": train_size, "validation_split": 0.2, "test_size": 200},
+        train={"epochs": epochs, "batch_size": 32, "learning_rate": 0.003, "chance_epochs": 0},
+        study={"name": name, "n_trials": n_trials, "seed": 0, "pruner": "none"},
+    )
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def _env(mnist_dir: str | None, **extra: str) -> dict[str, str]:
+    return subprocess_env(mnist_dir, PYTHONUNBUFFERED="1", TUNING_HEARTBEAT_INTERVAL="1", TUNING_GRACE_PERIOD="4",
+                          **extra)
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def _wait_for_running_trial(url: str, name: str, worker: str, proc: subprocess.Popen) -> int:
+    """The number of the first trial ``worker`` (``host:pid``) runs, once it has trained an epoch."""
+    for _ in range(1200):
+        assert proc.poll() is None, proc.communicate()
+        try:
+            trials = _trials(url, name)
+        except KeyError:
+            trials = []
+        for trial in trials:
+            mine = trial.state == TrialState.RUNNING and trial.user_attrs.get(records.WORKER) == worker
+            if mine and (trial.intermediate_values or trial.user_attrs.get(records.MLFLOW_RUN_ID)):
+                return trial.number
+        time.sleep(0.1)
+    raise AssertionError(f"worker {worker} never ran a trial")
+
+
+def _assert_one_run_per_trial(tracking: str, name: str, trials: list[optuna.trial.FrozenTrial]) -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    trial_runs = [r for r in runs if r.data.tags.get("tuning.role") == "trial"]
+    numbers = sorted(int(r.data.tags["optuna.trial_number"]) for r in trial_runs)
+    assert numbers == sorted(t.number for t in trials)  # one run per trial, none twice
+    by_id = {r.info.run_id: r for r in trial_runs}
+    for trial in trials:
+        run = by_id[trial.user_attrs[records.MLFLOW_RUN_ID]]
+        want = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(trial.state)
+        if trial.state == TrialState.FAIL:
+            want = "KILLED"
+            assert run.data.tags["tuning.reason"] == trial.user_attrs[records.REASON]
+        assert run.info.status == want, (trial.number, trial.state, run.info.status)
+    return runs
+
+
+@pytest.mark.slow
+def test_three_workers_on_postgres_and_an_mlflow_server_survive_a_sigkilled_worker(
+    tmp_path: Path, postgres: str, tracking_server: str, mnist_dir: str | None
+) -> None:
+    name, total = "three_workers", 6
+    space = _space_file(tmp_path, name, total, train_size=1500, epochs=3)
+    command = [PYTHON, "-m", "tuning", "run", str(space), "--storage", postgres, "--tracking-uri", tracking_server]
+    # The worker to kill says it is on another machine: only the heartbeat can tell the others it died.
+    hosts = [socket.gethostname(), socket.gethostname(), "machine-b"]
+    procs = [
+        subprocess.Popen(command, cwd=tmp_path, env=_env(mnist_dir, TUNING_HOST=host), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for host in hosts
+    ]  # fmt: skip
+    victim = procs[2]
+    killed = _wait_for_running_trial(postgres, name, f"machine-b:{victim.pid}", victim)
+    victim.kill()
+    outputs = [p.communicate(timeout=600) for p in procs]
+
+    assert [p.returncode for p in procs[:2]] == [0, 0], outputs
+    trials = _trials(postgres, name)
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len({t.number for t in trials}) == len(trials)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == total  # exact, no overshoot
+    dead = next(t for t in trials if t.number == killed)
+    assert dead.state == TrialState.FAIL
+    assert dead.user_attrs[records.REASON] == _recovery.heartbeat_reason(4, f"machine-b:{victim.pid}")
+    reruns = [t for t in trials if t.user_attrs.get(_recovery.RETRY_OF) == killed]
+    assert len(reruns) == 1 and reruns[0].params == dead.params and reruns[0].state == TrialState.COMPLETE
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [killed]
+    assert len({t.user_attrs[records.SAMPLER_SEED] for t in trials}) == len(trials)
+
+    runs = _assert_one_run_per_trial(tracking_server, name, trials)
+    parent = next(r for r in runs if r.data.tags.get("tuning.role") == "study")
+    assert parent.info.status == "FINISHED"
+    _assert_password_nowhere(PG_PASSWORD, tracking_server, runs, [text for out in outputs for text in out])
+
+
+def _assert_password_nowhere(password: str, tracking: str, runs: list[Any], outputs: list[str]) -> None:
+    from mlflow import MlflowClient
+
+    assert not [o for o in outputs if password in o]
+    for run in runs:
+        assert password not in repr(run.data.params) + repr(run.data.tags)
+    client = MlflowClient(tracking_uri=tracking)
+    parent = next(r for r in runs if r.data.tags.get("tuning.role") == "study")
+    folder = client.download_artifacts(parent.info.run_id, "space.yaml")
+    assert password not in Path(folder).read_text()
+
+
+@pytest.mark.slow
+def test_workers_2_on_sqlite_run_the_total_once_with_one_display(workdir: Path, mnist_dir: str | None) -> None:
+    space = _space_file(workdir, "two_workers", 4)
+    done = subprocess.run(
+        [PYTHON, "-m", "tuning", "run", str(space), "--workers", "2"], cwd=workdir, env=_env(mnist_dir),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    url = f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}"
+    trials = _trials(url, "two_workers")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len({t.user_attrs[records.WORKER] for t in trials}) <= 2
+    assert len({t.user_attrs[records.SAMPLER_SEED] for t in trials}) == 4
+    for trial in trials:  # one progress line per trial, from the parent only
+        assert done.stdout.count(f"trial {trial.number:>3}  complete") == 1, done.stdout
+    assert "2 worker processes" in done.stdout and "Best trial" in done.stdout
+    runs = _assert_one_run_per_trial(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}", "two_workers", trials)
+    assert next(r for r in runs if r.data.tags.get("tuning.role") == "study").info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_with_130_and_leaves_nothing_running(workdir: Path, mnist_dir: str | None) -> None:
+    space = _space_file(workdir, "interrupted_workers", 20, train_size=2000, epochs=6)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tuning", "run", str(space), "--workers", "2", "--no-tracking"], cwd=workdir,
+        env=_env(mnist_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}"
+    for _ in range(1200):  # both workers busy
+        try:
+            running = [t for t in _trials(url, "interrupted_workers") if t.state == TrialState.RUNNING]
+        except Exception:
+            running = []
+        if len(running) == 2:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+
+    assert proc.returncode == 130, err
+    trials = _trials(url, "interrupted_workers")
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in trials if t.user_attrs.get(records.REASON) == "interrupted"]
+    assert len(interrupted) == 2
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_gpus_run_one_worker_per_device_recorded_on_each_trial(workdir: Path, mnist_dir: str | None) -> None:
+    space = _space_file(workdir, "gpu_workers", 3)
+    done = subprocess.run(
+        [PYTHON, "-m", "tuning", "run", str(space), "--gpus", "0,1", "--no-tracking"], cwd=workdir,
+        env=_env(mnist_dir), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    trials = _trials(f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}", "gpu_workers")
+    assert len(trials) == 3
+    assert {t.user_attrs[records.DEVICE] for t in trials} <= {"GPU 0", "GPU 1"}
+    workers = {t.user_attrs[records.WORKER]: t.user_attrs[records.DEVICE] for t in trials}
+    assert len(set(workers.values())) == len(workers)  # one device per worker process
+
+
+@pytest.mark.slow
+def test_a_trial_killed_between_ask_and_recording_its_worker_is_failed_after_the_grace_period(
+    workdir: Path, mnist_dir: str | None
+) -> None:
+    space = _space_file(workdir, "ask_then_die", 2)
+    url = f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}"
+    env = _env(mnist_dir)
+    first = subprocess.run([PYTHON, "-m", "tuning", "run", str(space), "--no-tracking", "--n-trials", "1"],
+                           cwd=workdir, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    killer = f"import optuna, os; s = optuna.load_study(study_name='ask_then_die', storage='{url}'); s.ask(); " \
+             "os.kill(os.getpid(), 9)"
+    subprocess.run([PYTHON, "-c", killer], cwd=workdir, env=env)
+    assert [t.state for t in _trials(url, "ask_then_die")] == [TrialState.COMPLETE, TrialState.RUNNING]
+    time.sleep(5)  # past the 4 s grace period of _env
+
+    done = subprocess.run([PYTHON, "-m", "tuning", "run", str(space), "--no-tracking"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    trials = _trials(url, "ask_then_die")
+    assert trials[1].state == TrialState.FAIL
+    assert trials[1].user_attrs[records.REASON] == _recovery.NO_WORKER_REASON
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+
+
+@pytest.mark.slow
+def test_a_finished_trial_s_run_left_running_is_closed_with_its_final_values(
+    workdir: Path, mnist_dir: str | None
+) -> None:
+    from mlflow import MlflowClient
+
+    space = _space_file(workdir, "reconcile", 1)
+    env = _env(mnist_dir)
+    command = [PYTHON, "-m", "tuning", "run", str(space)]
+    assert subprocess.run(command, cwd=workdir, env=env, capture_output=True).returncode == 0
+    url = f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}"
+    trial = _trials(url, "reconcile")[0]
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    # What a SIGKILL right after the trial's progress line leaves: the trial COMPLETE, its run RUNNING, bare.
+    experiment = client.get_experiment_by_name("reconcile")
+    bare = client.create_run(experiment.experiment_id, run_name="trial-0", tags={
+        "tuning.role": "trial", "optuna.study_name": "reconcile", "optuna.trial_number": "0"}).info.run_id
+    client.delete_run(trial.user_attrs[records.MLFLOW_RUN_ID])
+    with sqlite3.connect(workdir / "mlruns" / "optuna.db") as conn:  # point the finished trial at the bare run
+        conn.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = ?",
+                     (f'"{bare}"', records.MLFLOW_RUN_ID))
+
+    again = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)  # its worker is dead
+    assert again.returncode == 0, again.stderr
+    run = client.get_run(bare)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["tuning.state"] == "complete"
+    assert run.data.metrics["final.val_accuracy"] == pytest.approx(trial.value)
