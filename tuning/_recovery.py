@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from tuning import records
@@ -220,11 +221,12 @@ def recover(study: optuna.Study, *, tracking_uri: str | None = None, grace_perio
     Returns:
         The numbers of the trials this call failed.
     """
-    storage = study._storage
-    grace = grace_period if grace_period is not None else getattr(storage, "grace_period", None)
+    storage = study._storage  # Optuna's cache in front of the RDB storage: both answer the heartbeat calls
+    backend = getattr(storage, "_backend", storage)
+    grace = grace_period if grace_period is not None else getattr(backend, "grace_period", None)
     host = host_name()
     stale_ids: set[int] = set()
-    if grace is not None and getattr(storage, "heartbeat_interval", None):
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None:
         stale_ids = set(storage._get_stale_trial_ids(study._study_id))
     now = datetime.datetime.now()
     failed: list[int] = []
