@@ -165,15 +165,25 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=url).get_trials()
 
 
+def _sql(url: str, query: str) -> list[Any]:
+    """Rows of a read-only query (Optuna's storage would create its tables while a worker creates them)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.exec_driver_sql(query))
+    except sqlalchemy.exc.ProgrammingError:  # no tables yet
+        return []
+    finally:
+        engine.dispose()
+
+
 def _wait_for_running_trial(url: str, name: str, worker: str, proc: subprocess.Popen) -> int:
     """The number of the first trial ``worker`` (``host:pid``) runs, once it has trained an epoch."""
     for _ in range(1200):
         assert proc.poll() is None, proc.communicate()
-        try:
-            trials = _trials(url, name)
-        except KeyError:
-            trials = []
-        for trial in trials:
+        for trial in _trials(url, name):
             mine = trial.state == TrialState.RUNNING and trial.user_attrs.get(records.WORKER) == worker
             if mine and (trial.intermediate_values or trial.user_attrs.get(records.MLFLOW_RUN_ID)):
                 return trial.number
@@ -211,11 +221,13 @@ def test_three_workers_on_postgres_and_an_mlflow_server_survive_a_sigkilled_work
     command = [PYTHON, "-m", "tuning", "run", str(space), "--storage", postgres, "--tracking-uri", tracking_server]
     # The worker to kill says it is on another machine: only the heartbeat can tell the others it died.
     hosts = [socket.gethostname(), socket.gethostname(), "machine-b"]
-    procs = [
-        subprocess.Popen(command, cwd=tmp_path, env=_env(mnist_dir, TUNING_HOST=host), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-        for host in hosts
-    ]  # fmt: skip
+    procs: list[subprocess.Popen] = []
+    for host in hosts:  # the first creates the database and the study, the others join it
+        procs.append(subprocess.Popen(command, cwd=tmp_path, env=_env(mnist_dir, TUNING_HOST=host),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        while not _sql(postgres, f"SELECT 1 FROM studies WHERE study_name = '{name}'"):
+            assert procs[0].poll() is None, procs[0].communicate()
+            time.sleep(0.2)
     victim = procs[2]
     killed = _wait_for_running_trial(postgres, name, f"machine-b:{victim.pid}", victim)
     victim.kill()
@@ -274,6 +286,16 @@ def test_workers_2_on_sqlite_run_the_total_once_with_one_display(workdir: Path, 
     assert next(r for r in runs if r.data.tags.get("tuning.role") == "study").info.status == "FINISHED"
 
 
+def _running(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=30) as conn:
+            return conn.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are being created
+        return 0
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker_with_130_and_leaves_nothing_running(workdir: Path, mnist_dir: str | None) -> None:
     space = _space_file(workdir, "interrupted_workers", 20, train_size=2000, epochs=6)
@@ -281,13 +303,10 @@ def test_ctrl_c_stops_every_worker_with_130_and_leaves_nothing_running(workdir: 
         [PYTHON, "-m", "tuning", "run", str(space), "--workers", "2", "--no-tracking"], cwd=workdir,
         env=_env(mnist_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    url = f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}"
-    for _ in range(1200):  # both workers busy
-        try:
-            running = [t for t in _trials(url, "interrupted_workers") if t.state == TrialState.RUNNING]
-        except Exception:
-            running = []
-        if len(running) == 2:
+    db = workdir / "mlruns" / "optuna.db"
+    url = f"sqlite:///{db}"
+    for _ in range(1200):  # both workers busy (read with sqlite3: opening it with Optuna would create tables)
+        if _running(db) == 2:
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
