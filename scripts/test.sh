@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The tests: install what is needed (the project with its test extra; Chromium from Debian, for the HTML report's
-# browser test, when running as root without it), then ruff and pytest. Extra arguments go to pytest, e.g.
-# scripts/test.sh -k space. `--fast` runs only the tests not marked slow (pytest -m "not slow"): no training,
-# no subprocess, no server; under a minute.
+# browser test, and PostgreSQL, for the scale-out tests, when running as root without them), then ruff and pytest.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k space. `--fast` runs only the tests not marked slow
+# (pytest -m "not slow"): no training, no subprocess, no server; under a minute.
 set -euo pipefail
 source "$(dirname "$0")/_bootstrap.sh" test
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "Installing chromium from Debian for the browser test ..." >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+# The scale-out tests start a throwaway PostgreSQL cluster (tests/servers.py): install Debian's server when root.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "Installing postgresql from Debian for the scale-out tests ..." >&2
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 # The MNIST tests read a local copy when there is one (no download needed).
 if [ -z "${TUNING_DATA_DIR:-}" ] && [ -f "$ROOT/../shared/datasets/mnist.npz" ]; then

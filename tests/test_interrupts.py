@@ -216,8 +216,8 @@ def test_kill_9_mid_trial_then_resume_fails_the_stale_trial_and_reruns_it_once(
     assert len(reruns) == 1  # re-run once, not lost and not twice
     assert reruns[0].params == stale.params and reruns[0].state == TrialState.COMPLETE
     assert reruns[0].system_attrs[_recovery.RETRY_HISTORY] == [number]
-    # The dead process's run is ended as FAILED with the reason, not left RUNNING.
-    _assert_mlflow_agrees(workdir, list(trials.values()), killed=None)
+    # The dead process's run is ended as KILLED with the reason, not left RUNNING.
+    _assert_mlflow_agrees(workdir, list(trials.values()), killed=number)
 
 
 # ---------------------------------------------------------------------------------------------- recovery rules
