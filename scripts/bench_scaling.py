@@ -74,9 +74,12 @@ def run_once(workers: int, trials: int, storage: str | None, folder: Path) -> di
 
 def storage_seconds_per_trial(storage: str | None, folder: Path, repeats: int = 20) -> float:
     """Seconds of Optuna storage calls one trial makes, replayed (no training) and averaged."""
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")  # ask() outside optimize
     url = storage or f"sqlite:///{folder / 'storage_calls.db'}"
     from tuning import _study
 

@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,8 +93,14 @@ def test_workers_with_the_same_study_seed_draw_different_configurations_reproduc
     assert [_draw(again) for _ in range(3)] == draws
 
 
-def _study_with(tmp_path: Path, states: list[TrialState], worker: str | None = None) -> optuna.Study:
-    study = optuna.create_study(storage=_study.open_storage(f"sqlite:///{tmp_path}/o.db"))
+@pytest.fixture(scope="module")
+def sqlite_storage(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One SQLite storage for the fast tests (each makes its own study): its tables are created once."""
+    return _study.open_storage(f"sqlite:///{tmp_path_factory.mktemp('storage')}/o.db")
+
+
+def _study_with(storage: Any, states: list[TrialState], worker: str | None = None) -> optuna.Study:
+    study = optuna.create_study(storage=storage)
     for state in states:
         trial = study.ask()
         if worker:
@@ -103,28 +110,54 @@ def _study_with(tmp_path: Path, states: list[TrialState], worker: str | None = N
     return study
 
 
-def test_the_gate_ends_a_worker_once_the_total_is_counted(tmp_path: Path) -> None:
-    study = _study_with(tmp_path, [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL])
+def test_the_gate_ends_a_worker_once_the_total_is_counted(sqlite_storage: Any) -> None:
+    study = _study_with(sqlite_storage, [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL])
     assert not TotalGate(2, grace_period=90).room(study)
     assert TotalGate(3, grace_period=90).room(study)  # the failed trial does not count
 
 
-def test_the_gate_does_not_start_a_trial_the_running_ones_may_make_surplus(tmp_path: Path) -> None:
-    study = _study_with(tmp_path, [TrialState.COMPLETE, TrialState.RUNNING], worker=_study.worker_id())
+def test_the_gate_does_not_start_a_trial_the_running_ones_may_make_surplus(sqlite_storage: Any) -> None:
+    study = _study_with(sqlite_storage, [TrialState.COMPLETE, TrialState.RUNNING], worker=_study.worker_id())
     gate = TotalGate(2, grace_period=90, deadline=time.monotonic(), poll=0.01)  # time is up: do not wait
     assert not gate.room(study)
     assert TotalGate(3, grace_period=90).room(study)
 
 
-def test_the_gate_takes_the_place_of_a_dead_worker_s_trial(tmp_path: Path) -> None:
+def test_the_gate_takes_the_place_of_a_dead_worker_s_trial(sqlite_storage: Any) -> None:
     dead = subprocess.Popen([PYTHON, "-c", "pass"])
     dead.wait()
     worker = f"{_recovery.host_name()}:{dead.pid}"
-    study = _study_with(tmp_path, [TrialState.COMPLETE, TrialState.RUNNING], worker=worker)
+    study = _study_with(sqlite_storage, [TrialState.COMPLETE, TrialState.RUNNING], worker=worker)
 
     assert TotalGate(2, grace_period=90).room(study)  # the dead trial is failed and queued: room again
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+
+
+def test_threads_never_pop_the_same_enqueued_trial_from_sqlite(sqlite_storage: Any) -> None:
+    storage = sqlite_storage
+    study = optuna.create_study(study_name="pop", storage=storage)
+    popped_twice = 0
+    for round_ in range(6):
+        study.enqueue_trial({"x": round_})
+        barrier = threading.Barrier(4)
+        popped: list[int | None] = []
+
+        def pop(barrier: threading.Barrier = barrier, popped: list[int | None] = popped) -> None:
+            view = optuna.load_study(study_name="pop", storage=storage)  # each thread its own study, as n_jobs does
+            barrier.wait()
+            popped.append(view._pop_waiting_trial_id())
+
+        threads = [threading.Thread(target=pop) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        ids = [p for p in popped if p is not None]
+        popped_twice += len(ids) > 1
+        for trial_id in ids:
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    assert popped_twice == 0
 
 
 # ---------------------------------------------------------------------------------------------- slow: servers

@@ -380,9 +380,10 @@ def _not_optuna(path: Path, shown: str, tables: set[str]) -> StorageError:
 
 
 def _use_write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
-    """SQLite in WAL mode with ``synchronous=NORMAL``: readers never block the writer, a killed process loses
-    nothing committed, and writes skip most fsyncs (a trial of about 25 Optuna writes cost 0.39 s with the
-    default journal and 0.054 s in WAL mode on this project's 2-core machine)."""
+    """SQLite in WAL mode with ``synchronous=NORMAL`` and ``BEGIN IMMEDIATE`` transactions: a killed process loses
+    nothing committed, a read-then-write (popping an enqueued trial) is atomic, and writes skip most fsyncs (a
+    trial of about 25 Optuna writes cost 0.39 s with the default journal and 0.054 s in WAL mode on this
+    project's 2-core machine)."""
     from sqlalchemy import event
 
     @event.listens_for(storage.engine, "connect")
@@ -391,5 +392,12 @@ def _use_write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        dbapi_connection.isolation_level = None  # no BEGIN of pysqlite's own: the one below instead
+
+    @event.listens_for(storage.engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        # pysqlite runs a transaction's first SELECT outside any transaction, so two threads or processes could
+        # both read an enqueued trial as WAITING and both pop it; taking the write lock at BEGIN serialises them.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     storage.engine.dispose()  # connections opened while creating the tables reconnect with the pragmas
