@@ -54,39 +54,60 @@ def _no_user(name: str) -> bool:
     return False
 
 
-@contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """Start a fresh cluster and yield its SQLAlchemy URL (``postgresql+psycopg2://postgres:…@127.0.0.1:PORT/postgres``)."""
-    bindir = postgres_bin()
-    assert bindir is not None, why_no_postgres()
-    home = Path(tempfile.mkdtemp(prefix="tuning-pg-"))
-    data = home / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(home, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    os.chmod(home, 0o755)
-    pwfile = home / "pw"
-    pwfile.write_text(PG_PASSWORD + "\n")
-    if as_user:
-        shutil.chown(pwfile, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
-         f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    options = f"-h 127.0.0.1 -p {port} -k {home} -c fsync=off -c max_connections=200"
-    subprocess.run(
-        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    try:
-        yield f"postgresql+psycopg2://postgres:{PG_PASSWORD}@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+class PostgresCluster:
+    """A throwaway cluster in a temporary folder: ``url`` (SQLAlchemy, psycopg2), ``start``, ``stop``, ``restart``."""
+
+    def __init__(self) -> None:
+        bindir = postgres_bin()
+        assert bindir is not None, why_no_postgres()
+        self.bindir = bindir
+        self.home = Path(tempfile.mkdtemp(prefix="tuning-pg-"))
+        self.data = self.home / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.home, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        os.chmod(self.home, 0o755)
+        pwfile = self.home / "pw"
+        pwfile.write_text(PG_PASSWORD + "\n")
+        if self.as_user:
+            shutil.chown(pwfile, "postgres", "postgres")
+        self.port = free_port()
+        self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                 "-E", "UTF8", "--no-sync")
+        self.url = f"postgresql+psycopg2://postgres:{PG_PASSWORD}@127.0.0.1:{self.port}/postgres"
+
+    def _pg(self, program: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / program), *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.home} -c fsync=off -c max_connections=200"
+        self._pg("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.home / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._pg("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the server (every connection breaks), wait, start it again."""
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+    def remove(self) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
                        capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """Start a fresh cluster and yield it (its ``url``: ``postgresql+psycopg2://postgres:…@127.0.0.1:PORT/postgres``)."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 @contextmanager

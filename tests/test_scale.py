@@ -168,8 +168,8 @@ def postgres() -> Iterator[str]:
     reason = why_no_postgres()
     if reason:
         pytest.skip(reason)
-    with postgres_cluster() as url:
-        yield url
+    with postgres_cluster() as cluster:
+        yield cluster.url
 
 
 @pytest.fixture(scope="module")
@@ -423,3 +423,68 @@ def test_a_finished_trial_s_run_left_running_is_closed_with_its_final_values(
     assert run.info.status == "FINISHED"
     assert run.data.tags["tuning.state"] == "complete"
     assert run.data.metrics["final.val_accuracy"] == pytest.approx(trial.value)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Any]:
+    """A cluster of this test's own, to restart or stop."""
+    reason = why_no_postgres()
+    if reason:
+        pytest.skip(reason)
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+def _wait_for_trial(url: str, name: str, proc: subprocess.Popen, done: int = 1) -> None:
+    for _ in range(1200):
+        assert proc.poll() is None, proc.communicate()
+        rows = _sql(url, f"SELECT count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                         f"WHERE s.study_name = '{name}' AND t.state = 'COMPLETE'")  # fmt: skip
+        if rows and rows[0][0] >= done:
+            return
+        time.sleep(0.2)
+    raise AssertionError("no trial finished")
+
+
+@pytest.mark.slow
+def test_a_database_restart_mid_study_is_waited_out_with_one_warning(
+    tmp_path: Path, own_postgres: Any, mnist_dir: str | None
+) -> None:
+    name, total = "restarted", 4
+    space = _space_file(tmp_path, name, total, train_size=800, epochs=2)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tuning", "run", str(space), "--storage", own_postgres.url, "--no-tracking"], cwd=tmp_path,
+        env=_env(mnist_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for_trial(own_postgres.url, name, proc)
+    own_postgres.restart(down_seconds=4)
+    out, err = proc.communicate(timeout=600)
+
+    assert proc.returncode == 0, err
+    assert err.count("does not answer") <= 1 and "Traceback" not in err
+    trials = _trials(own_postgres.url, name)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == total
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert PG_PASSWORD not in out + err
+
+
+@pytest.mark.slow
+def test_a_database_gone_for_good_ends_the_worker_with_exit_3_and_a_clear_message(
+    tmp_path: Path, own_postgres: Any, mnist_dir: str | None
+) -> None:
+    name = "gone"
+    space = _space_file(tmp_path, name, 50, train_size=800, epochs=2)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tuning", "run", str(space), "--storage", own_postgres.url, "--no-tracking"], cwd=tmp_path,
+        env=_env(mnist_dir, TUNING_STORAGE_RETRY_SECONDS="5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    _wait_for_trial(own_postgres.url, name, proc)
+    own_postgres.stop()
+    out, err = proc.communicate(timeout=600)
+
+    assert proc.returncode == 3, err
+    assert "lost the Optuna storage" in err and "run the same command again" in err
+    assert "Traceback" not in err and PG_PASSWORD not in out + err
+    own_postgres.start()
+    assert sum(t.state == TrialState.COMPLETE for t in _trials(own_postgres.url, name)) >= 1  # nothing lost

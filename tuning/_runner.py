@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from tuning import _recovery, _storage, _study, _workers, records
+from tuning import _reconnect, _recovery, _storage, _study, _workers, records
 from tuning._gate import COUNTED_STATES, TotalGate
+from tuning._redact import redact_text, redact_url
 from tuning._sampling import TrialSeededSampler
-from tuning.errors import ConfigurationError, NotLearningError, TooManyFailuresError, user_error
+from tuning.errors import ConfigurationError, NotLearningError, StorageLostError, TooManyFailuresError, user_error
 from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, ObserverList, StudyObserver, TrialOutcome
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def run(
         UserInputError: a bad space, data, storage or tracking location; nothing has been written.
         Interrupted: Ctrl-C or SIGTERM; the running trial is recorded as failed ("interrupted").
         TooManyFailuresError: ``study.max_consecutive_failures`` trials failed in a row.
+        StorageLostError: the database server went away mid-study and did not come back in time.
     """
     from tuning.space import SearchSpace
 
@@ -160,6 +162,7 @@ def run(
     if storage_obj is None:
         storage_obj = _study.open_storage(url, **heartbeat)
     study = _study.create_or_load(space, storage_obj, name, sampler, pruner)
+    _reconnect.ride_out_restarts(storage_obj)  # from now on a database restart is waited out, not bad input
     tracking_uri_used = tracker.tracking_uri if tracker is not None else None
     # Trials of dead workers (this host at once, others by heartbeat): failed, re-run once, their runs KILLED.
     stale_callback = _recovery.StaleTrialCallback(tracking_uri_used)
@@ -216,6 +219,13 @@ def run(
         interrupted = True
         raise
     except Exception as exc:
+        if _reconnect.lost_connection(exc):  # a database server gone for longer than the retries waited
+            interrupted = True
+            raise StorageLostError(
+                f"lost the Optuna storage {redact_url(url)} for more than {_reconnect.retry_seconds():.0f} s: "
+                f"{redact_text(_reconnect.first_line(exc))}. Every finished trial is saved; run the same command "
+                "again once the database server is back (TUNING_STORAGE_RETRY_SECONDS waits longer)."
+            ) from None
         if not _storage.is_storage_failure(exc):
             raise
         interrupted = True  # the runs of the study and of its running trial end as KILLED

@@ -1,8 +1,8 @@
 """The ``tuning`` command: run, validate, studies, report.
 
 Exit codes: 0 done, 1 the study stopped after too many failed trials, 2 bad input (nothing written),
-130 interrupted by Ctrl-C, 143 by SIGTERM. ``tuning --help`` and ``tuning validate`` import neither
-TensorFlow nor MLflow.
+3 the database server went away mid-study and did not come back, 130 interrupted by Ctrl-C, 143 by SIGTERM.
+``tuning --help`` and ``tuning validate`` import neither TensorFlow nor MLflow.
 
 Example:
     $ tuning validate search_spaces/mnist_quick.yaml
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuning._defaults import RESULTS_DIR
-from tuning.errors import StorageFailedError, TooManyFailuresError, UserInputError
+from tuning.errors import StorageFailedError, StorageLostError, TooManyFailuresError, UserInputError
 from tuning.report import FORMATS  # standard library only: --help stays light
 
 if TYPE_CHECKING:
@@ -145,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TooManyFailuresError as exc:
         errors.print(f"[bold red]stopped:[/] {exc}")
         return 1
+    except StorageLostError as exc:
+        errors.print(f"[bold red]stopped:[/] {_safe(exc)}", markup=True)
+        return 3
     except StorageFailedError as exc:
         errors.print(f"[bold red]error:[/] {_safe(exc)}", markup=True)
         return 1

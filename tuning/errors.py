@@ -127,6 +127,10 @@ class NotLearningError(TuningError):
     """A trial's loss became NaN or infinite: that trial fails with this reason, the study goes on."""
 
 
+class StorageLostError(TuningError):
+    """The study's database server went away mid-study and did not come back in time: the command exits 3."""
+
+
 class TooManyFailuresError(TuningError):
     """Too many trials failed in a row: the space most likely has a mistake; the study stops."""
 

@@ -857,7 +857,10 @@ def _others_running(study: optuna.Study) -> bool:
     """Whether other workers still run trials of the study (this worker's own trials are finished by now)."""
     from optuna.trial import TrialState
 
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    try:
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    except Exception:  # the storage is unreachable (the run ends with that error): end the study's run
+        return False
 
 
 def _is_number(value: Any) -> bool:
