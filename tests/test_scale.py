@@ -67,6 +67,27 @@ def test_a_worker_runs_the_same_command_quietly_without_the_parent_options() -> 
     assert worker_argv(argv) == ["run", "s.yaml", "--storage", "x", "--quiet"]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--trials-per-gpu", "2"], "--trials-per-gpu needs --gpus"),
+        (["--gpus", "zero"], "--gpus takes distinct GPU indices"),
+        (["--gpus", "0,1", "--workers", "3"], "--workers and --gpus disagree"),
+    ],
+)
+def test_bad_worker_options_exit_2_and_write_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    from tuning.cli import main
+
+    space = workdir / "space.yaml"
+    space.write_text(yaml.safe_dump(tiny_space()))
+    assert main(["run", str(space), *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not (workdir / "mlruns").exists()
+
+
 # ---------------------------------------------------------------------------------------------- fast: seeds, total
 
 

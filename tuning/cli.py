@@ -242,7 +242,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     n_trials = args.n_trials or space.study.n_trials
     if args.workers is not None or args.gpus is not None or args.trials_per_gpu is not None:
         plan = _worker_plan(args)
-        if len(plan) > 1:
+        if len(plan) > 1 or args.gpus is not None:  # one GPU too: the worker must see only that GPU
             return _run_workers(args, space, plan, n_trials, console)
     observers = [] if args.quiet else [ProgressDisplay(console, n_trials)]
     study = run(
