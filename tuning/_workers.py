@@ -183,6 +183,7 @@ def run_workers(
     tracking_uri: str | None,
     console: Console,
     errors: Console,
+    quiet: bool = False,
 ) -> tuple[int, optuna.Study | None]:
     """Start one ``tuning run`` worker per entry of ``plan``, show progress, and return (exit code, study)."""
     command = [sys.executable, "-m", "tuning", *worker_argv(argv)]
@@ -200,12 +201,13 @@ def run_workers(
         for env in plan[1:]:
             if signals.received is None:
                 procs.append(_start(command, env, ready))
-        console.print(
-            f"Study [bold]{study_name}[/]: {len(procs)} worker processes (pids "
-            f"{', '.join(str(p.pid) for p in procs)}), {total} trials in total."
-        )
+        if not quiet:
+            console.print(
+                f"Study [bold]{study_name}[/]: {len(procs)} worker processes (pids "
+                f"{', '.join(str(p.pid) for p in procs)}), {total} trials in total."
+            )
         study = _load(storage_url, study_name)
-        _follow(study, procs, console)
+        _follow(study, procs, None if quiet else console)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -243,8 +245,8 @@ def _load(storage_url: str, study_name: str) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=_study.open_storage(storage_url))
 
 
-def _follow(study: optuna.Study, procs: list[subprocess.Popen], console: Console) -> None:
-    """Print each trial that finishes until every worker has exited."""
+def _follow(study: optuna.Study, procs: list[subprocess.Popen], console: Console | None) -> None:
+    """Print each trial that finishes (unless ``console`` is None) until every worker has exited."""
     from tuning._progress import trial_line
 
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -261,7 +263,8 @@ def _follow(study: optuna.Study, procs: list[subprocess.Popen], console: Console
                 value = trial.values[0]
                 if best is None or (value > best[0] if maximize else value < best[0]):
                     best = (value, trial.number)
-            console.print(trial_line(trial, metrics, best), highlight=False)
+            if console is not None:
+                console.print(trial_line(trial, metrics, best), highlight=False)
         if not alive:
             return
         time.sleep(1.0)

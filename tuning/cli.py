@@ -303,8 +303,9 @@ def _run_workers(
     code, study = run_workers(
         argv, plan, storage_url=url, study_name=args.study_name or space.study.name, total=n_trials,
         tracking_uri=tracking_uri, console=console, errors=RichConsole(stderr=True, highlight=False),
+        quiet=args.quiet,
     )
-    if study is not None and not args.quiet:
+    if study is not None:
         _print_summary(study, console, tracking=not args.no_tracking, tracking_uri=args.tracking_uri)
     return code
 
