@@ -61,7 +61,12 @@ def lost_connection(exc: BaseException) -> bool:
     return False
 
 
-def _retrying(method: Callable[..., Any], url: str, state: dict[str, bool], lock: threading.Lock) -> Callable[..., Any]:
+def _retrying(
+    method: Callable[..., Any], url: str, state: dict[str, bool], lock: threading.Lock, give_up_quietly: bool
+) -> Callable[..., Any]:
+    """``method`` retried while its connection is lost; ``give_up_quietly``: then return None, not raise (a
+    heartbeat, in Optuna's background thread: the worker's own next call reports the lost server)."""
+
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
         deadline = time.monotonic() + retry_seconds()
@@ -70,7 +75,11 @@ def _retrying(method: Callable[..., Any], url: str, state: dict[str, bool], lock
             try:
                 return method(*args, **kwargs)
             except Exception as exc:
-                if not lost_connection(exc) or time.monotonic() + delay > deadline:
+                if not lost_connection(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    if give_up_quietly:
+                        return None
                     raise
                 with lock:
                     first = not state["lost"]
@@ -122,7 +131,7 @@ def ride_out_restarts(storage: Any) -> None:
     for name in _STORAGE_CALLS:  # a statement cut off by the restart runs again once the server answers
         method = getattr(storage, name, None)
         if method is not None:
-            setattr(storage, name, _retrying(method, url, state, lock))
+            setattr(storage, name, _retrying(method, url, state, lock, give_up_quietly=name == "record_heartbeat"))
 
     @event.listens_for(engine, "do_connect")
     def _connect_with_backoff(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:

@@ -206,15 +206,18 @@ def run(
                     _kt_engine.search(study, storage_obj, space, dataset, observer, target=target,
                                       timeout=budget, guard=guard, build_fn=build_fn, hypermodel=hypermodel)
                 else:
+                    _defer_signals()
                     study.optimize(
                         objective,
                         n_trials=None,
                         timeout=budget,
                         n_jobs=jobs,
                         catch=(Exception,),
-                        callbacks=[guard, gate, _stop_if_signalled],
+                        callbacks=[guard, gate, _stop_if_signalled, _defer_signals],
                         gc_after_trial=False,  # training releases memory itself, before each trial
                     )
+            _deferring.clear()
+            _stop_if_signalled()  # a signal deferred while the last ask() found nothing more to do
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -336,6 +339,7 @@ class _Objective:
         trial.set_user_attr(records.WORKER, _study.worker_id())
         if os.environ.get("TUNING_GPU"):
             trial.set_user_attr(records.DEVICE, f"GPU {os.environ['TUNING_GPU']}")
+        _deferring.clear()  # the trial is recorded with its worker: a signal may interrupt it now
         self.observer.trial_started(trial, config)
         build_fn, fit_fn = self.build_fn, None
         if self.hypermodel is not None:
@@ -345,6 +349,7 @@ class _Objective:
             build_fn = lambda _config: hypermodel.build(hp)  # noqa: E731
             fit_fn = lambda model, *args, **kwargs: hypermodel.fit(hp, model, *args, **kwargs)  # noqa: E731
         try:
+            _stop_if_signalled()  # one that came while asking: this trial is recorded as interrupted
             result = train(
                 config, self.data, seed=seed, on_epoch=self._epoch_hook(trial), build_fn=build_fn, fit_fn=fit_fn,
                 exclusive=self.n_jobs == 1, monitor=self.monitor,
@@ -501,12 +506,23 @@ def _on_signals(handler: Any) -> Iterator[None]:
 _signalled: list[int] = []
 
 
+#: Set from the end of one trial until the next has recorded its worker: a signal then is only remembered, so
+#: that Optuna's ``ask()`` never leaves a trial RUNNING without a worker (nothing could recover it at once).
+_deferring = threading.Event()
+
+
+def _defer_signals(*_: Any) -> None:
+    """Remember, not raise, SIGINT/SIGTERM until the next trial has recorded its worker (an Optuna callback)."""
+    _deferring.set()
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
     """SIGTERM ends the running trial cleanly, exactly like Ctrl-C; a second signal then exits at once."""
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, _exit_now)
     _signalled.append(signum)
-    raise Interrupted(signum)
+    if not _deferring.is_set():
+        raise Interrupted(signum)
 
 
 def _stop_if_signalled(*_: Any) -> None:
