@@ -191,13 +191,6 @@ def record_space(study: optuna.Study, space: SearchSpace) -> None:
     study.set_user_attr(records.OBJECTIVES, metrics)
 
 
-def count_trials(storage: Any, name: str) -> int:
-    """How many trials (any state) study ``name`` holds; 0 when there is no such study."""
-    if not _exists(storage, name):
-        return 0
-    return len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
-
-
 def sqlite_file_exists(url: str) -> bool:
     """Whether a SQLite storage URL names a file that exists (opening it then creates nothing)."""
     from sqlalchemy.engine import make_url
