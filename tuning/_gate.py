@@ -12,6 +12,9 @@ the RUNNING ones (every worker's):
 
 So a study ends with exactly ``n_trials`` counted trials. The one exception is a race: workers that pass the
 check within the same database round trip (milliseconds) may together start up to ``workers - 1`` trials more.
+Waiting workers are released by the same event (a trial failing, a dead worker's trial recovered), so each one
+released after waiting sleeps a random fraction of the poll interval and checks again: the race stays possible
+but rare.
 
 Example:
     >>> gate = TotalGate(total=30, grace_period=90)                   # doctest: +SKIP
@@ -20,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
@@ -71,6 +75,7 @@ class TotalGate:
 
         Waits while the running trials could complete the study.
         """
+        waited = False
         while True:
             _recovery.recover(study, tracking_uri=self.tracking_uri, grace_period=self.grace_period)
             trials = study.get_trials(deepcopy=False, states=(*COUNTED_STATES, TrialState.RUNNING))
@@ -79,7 +84,14 @@ class TotalGate:
             if counted >= self.total:
                 return False
             if counted + running < self.total:
-                return True
+                if not waited:
+                    return True
+                # Workers waiting together are released by the same event: spread them out and look again,
+                # so that they do not all start a trial for the one place that opened.
+                waited = False
+                time.sleep(random.uniform(0, self.poll))
+                continue
+            waited = True
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 return False
             self.check_signals()
