@@ -371,7 +371,9 @@ def test_ctrl_c_stops_every_worker_with_130_and_leaves_nothing_running(workdir: 
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     interrupted = [t for t in trials if t.user_attrs.get(records.REASON) == "interrupted"]
     assert len(interrupted) == 2
-    assert "Traceback" not in err
+    # A Ctrl-C landing in a garbage-collection finalizer makes Python print "Exception ignored in ..." with its
+    # traceback (docs/robustness.md); any other traceback is a bug.
+    assert err.count("Traceback") == err.count("Exception ignored in"), err
 
 
 @pytest.mark.slow
