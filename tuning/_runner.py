@@ -222,7 +222,7 @@ def run(
         interrupted = True
         raise
     except Exception as exc:
-        if _reconnect.lost_connection(exc):  # a database server gone for longer than the retries waited
+        if not local and _reconnect.lost_connection(exc):  # a database server gone longer than the retries waited
             interrupted = True
             raise StorageLostError(
                 f"lost the Optuna storage {redact_url(url)} for more than {_reconnect.retry_seconds():.0f} s: "
