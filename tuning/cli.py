@@ -293,11 +293,11 @@ def _run_workers(
     """``tuning run --workers N`` / ``--gpus``: the same command in N worker processes, one display here."""
     from rich.console import Console as RichConsole
 
-    from tuning import _study
+    from tuning import _storage
     from tuning._defaults import default_tracking_uri
     from tuning._workers import run_workers
 
-    url = _study.resolve_storage_url(args.storage or space.study.storage)
+    url = _storage.resolve_url(args.storage or space.study.storage)
     tracking_uri = None if args.no_tracking else (args.tracking_uri or default_tracking_uri())
     argv = sys.argv[1:] if _ARGV is None else _ARGV
     code, study = run_workers(
