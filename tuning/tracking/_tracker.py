@@ -307,7 +307,7 @@ class MlflowTracker(StudyObserver):
             self._runs.clear()
         for number, run in open_runs.items():
             self._worker.submit(f"end the run of trial {number}", self._end_open_run, run, status, trial=number)
-        if _others_running(study):  # the last worker to end ends the study's run (tuning --workers, machines)
+        if not interrupted and _others_running(study):  # the last worker to end ends the study's run
             status = "RUNNING"
         self._worker.submit("finish the study run", self._finish_study, self._parent_id, study, status)
         remote = urlsplit(self.tracking_uri).scheme in ("http", "https")
@@ -854,13 +854,18 @@ class _FinishedTrial:
 
 
 def _others_running(study: optuna.Study) -> bool:
-    """Whether other workers still run trials of the study (this worker's own trials are finished by now)."""
+    """Whether other workers still run trials of the study (not this process: a trial of its own still RUNNING
+    is one the storage failed to record as finished)."""
     from optuna.trial import TrialState
 
+    from tuning._study import worker_id
+
+    me = worker_id()
     try:
-        return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     except Exception:  # the storage is unreachable (the run ends with that error): end the study's run
         return False
+    return any(t.user_attrs.get(records.WORKER) != me for t in running)
 
 
 def _is_number(value: Any) -> bool:
