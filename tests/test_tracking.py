@@ -331,6 +331,8 @@ def test_embedded_default_lands_in_mlruns(in_tmp, monkeypatch):
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # one process, two folders: each study is tracked in its own folder's mlruns/
     tuning.run({**raw, "study": {**raw["study"], "name": "first"}}, n_trials=1)
+    # Logging the best model must not leave MLflow's current URI in the environment (MLflow writes it there).
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     monkeypatch.chdir(tmp_path)
     tuning.run(raw, n_trials=1)
     assert (elsewhere / "mlruns" / "mlflow.db").is_file()

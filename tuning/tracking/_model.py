@@ -12,8 +12,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,14 +58,13 @@ def log_keras_model(
     :meth:`tuning.data.Dataset.input_description`) lands in its ``MLmodel`` file.
     """
     from mlflow.models import Model
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     logged = client.create_logged_model(
         experiment_id, name=name, source_run_id=run_id, tags=dict(tags or {}), model_type="keras"
     )
     shape = tuple(int(d) for d in model.input_shape[1:])
     classes = int(model.output_shape[-1])
-    with _use_tracking_uri(client.tracking_uri):  # Model.log resolves its client from the current URI
+    with _current_uri(client.tracking_uri):  # Model.log resolves its client from the current URI
         Model.log(
             artifact_path=None,
             name=name,
@@ -88,16 +89,39 @@ def register(client: MlflowClient, name: str, model_id: str, run_id: str) -> str
         The new version's URI, ``models:/NAME/VERSION``.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    with _use_tracking_uri(client.tracking_uri):  # the registry looks models:/<id> up at the current URI
+    with _current_uri(client.tracking_uri):  # the registry looks models:/<id> up at the current URI
         version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id)
     return f"models:/{name}/{version.version}"
+
+
+@contextlib.contextmanager
+def _current_uri(uri: str) -> Iterator[None]:
+    """MLflow's current tracking URI set to ``uri`` inside the block, everything put back afterwards.
+
+    MLflow's own ``_use_tracking_uri`` goes through ``set_tracking_uri``, which also writes the
+    ``MLFLOW_TRACKING_URI`` environment variable and leaves it set to the old URI afterwards: a later study
+    of the same process then tracked into that (default, relative) location instead of its own ``mlruns/``.
+    """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved = os.environ.get(_ENV)
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop(_ENV, None)
+        else:
+            os.environ[_ENV] = saved
+
+
+_ENV = "MLFLOW_TRACKING_URI"
 
 
 def requirements() -> list[str]:
