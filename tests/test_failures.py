@@ -64,9 +64,9 @@ def test_unbuildable_configurations_fail_with_their_reason_and_the_study_finishe
 
 def test_a_nan_loss_fails_that_trial_only(workdir: Path) -> None:
     space = tiny_space(
-        train={"epochs": 2, "batch_size": 32, "optimizer": "sgd", "learning_rate": [0.01, 1.0e6], "chance_epochs": 0},
+        train={"epochs": 2, "batch_size": 32, "optimizer": "sgd", "learning_rate": [0.01, 1.0e10], "chance_epochs": 0},
         study={"name": "nan", "n_trials": 2, "pruner": "none", "max_consecutive_failures": 5,
-               "enqueue": [{"train.learning_rate": 1.0e6}, {"train.learning_rate": 0.01}]},
+               "enqueue": [{"train.learning_rate": 1.0e10}, {"train.learning_rate": 0.01}]},
     )
 
     study = tuning.run(space, tracking=False)
