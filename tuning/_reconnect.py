@@ -61,11 +61,8 @@ def lost_connection(exc: BaseException) -> bool:
     return False
 
 
-def _retrying(
-    method: Callable[..., Any], url: str, state: dict[str, bool], lock: threading.Lock, give_up_quietly: bool
-) -> Callable[..., Any]:
-    """``method`` retried while its connection is lost; ``give_up_quietly``: then return None, not raise (a
-    heartbeat, in Optuna's background thread: the worker's own next call reports the lost server)."""
+def _retrying(method: Callable[..., Any], url: str, state: dict[str, bool], lock: threading.Lock) -> Callable[..., Any]:
+    """``method`` retried while its connection is lost, for up to :func:`retry_seconds`."""
 
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -78,8 +75,6 @@ def _retrying(
                 if not lost_connection(exc):
                     raise
                 if time.monotonic() + delay > deadline:
-                    if give_up_quietly:
-                        return None
                     raise
                 with lock:
                     first = not state["lost"]
@@ -91,6 +86,21 @@ def _retrying(
                 delay = min(delay * 2, _MAX_DELAY)
 
     return call
+
+
+def _never_raising(record_heartbeat: Callable[..., Any]) -> Callable[..., Any]:
+    """A heartbeat that fails is skipped, not raised: it runs in Optuna's background thread, where an exception
+    prints a traceback and stops the beats. The worker's own next write meets the same fault (a full disk, a
+    lost server) and reports it clearly; until then the trial goes on."""
+
+    @functools.wraps(record_heartbeat)
+    def beat(*args: Any, **kwargs: Any) -> None:
+        try:
+            record_heartbeat(*args, **kwargs)
+        except Exception as exc:
+            log.debug("a heartbeat was not recorded: %s", first_line(exc))
+
+    return beat
 
 
 def first_line(exc: BaseException) -> str:
@@ -118,10 +128,17 @@ def retry_seconds() -> float:
 
 
 def ride_out_restarts(storage: Any) -> None:
-    """Make an open RDB storage reconnect through a restart of its database server (not SQLite: a file)."""
+    """Make an open RDB storage reconnect through a restart of its database server (not SQLite: a file), and
+    its heartbeats (any RDB storage) skip a failed beat instead of raising in Optuna's background thread."""
     engine = getattr(storage, "engine", None)
-    if engine is None or engine.dialect.name == "sqlite":
+    if engine is None:
         return
+    if engine.dialect.name != "sqlite":
+        _reconnect_with_backoff(storage, engine)
+    storage.record_heartbeat = _never_raising(storage.record_heartbeat)
+
+
+def _reconnect_with_backoff(storage: Any, engine: Any) -> None:
     from sqlalchemy import event
 
     engine.pool._pre_ping = True  # what create_engine(pool_pre_ping=True) sets; Optuna created the engine
@@ -131,7 +148,7 @@ def ride_out_restarts(storage: Any) -> None:
     for name in _STORAGE_CALLS:  # a statement cut off by the restart runs again once the server answers
         method = getattr(storage, name, None)
         if method is not None:
-            setattr(storage, name, _retrying(method, url, state, lock, give_up_quietly=name == "record_heartbeat"))
+            setattr(storage, name, _retrying(method, url, state, lock))
 
     @event.listens_for(engine, "do_connect")
     def _connect_with_backoff(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
