@@ -336,12 +336,17 @@ class _Finalizer:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed Interrupted
-def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(workdir: Path) -> None:
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study_and_prints_no_traceback(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     space = tiny_space(study={"name": "swallowed", "n_trials": 3, "seed": 0, "pruner": "none"})
+    unraisable: list[Any] = []  # what Python would print as "Exception ignored in ... Traceback"
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
 
     with pytest.raises(KeyboardInterrupt):
         tuning.run(space, tracking=False, observers=[_SignalFromFinalizer()])
+
+    assert unraisable == []
 
     storage = _study.open_storage("sqlite:///mlruns/optuna.db")
     trials = optuna.load_study(study_name="swallowed", storage=storage).get_trials()

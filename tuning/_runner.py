@@ -488,14 +488,26 @@ class _FailureGuard:
 
 @contextmanager
 def _on_signals(handler: Any) -> Iterator[None]:
-    """Handle SIGINT and SIGTERM with ``handler`` inside the block (main thread only; elsewhere a no-op)."""
+    """Handle SIGINT and SIGTERM with ``handler`` inside the block (main thread only; elsewhere a no-op).
+
+    An :class:`Interrupted` that Python swallows (raised inside a finalizer or a weakref callback) is not printed
+    as "Exception ignored in ... Traceback": the signal is in ``_signalled``, and the study stops at the next
+    epoch or trial boundary."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, Interrupted):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for s, h in previous.items():
             signal.signal(s, h)
 
