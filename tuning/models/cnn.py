@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuning.errors import ConfigurationError
 from tuning.models._family import Draw, Family
-from tuning.models._layers import classifier, normalize_and_drop
+from tuning.models._layers import BN_MOMENTUM, classifier, normalize_and_drop
 from tuning.space._config import ModelConfig
 from tuning.space._schema import ACTIVATION, BATCH_NORM, Key
 
@@ -118,7 +118,7 @@ class CNNFamily(Family):
                     x = layers.Conv2D(config.width[i], config.kernel_size[i], padding=config.padding,
                                       activation=config.activation)(x)
                     if config.batch_norm:
-                        x = layers.BatchNormalization()(x)
+                        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
                 if config.pool_size > 1:
                     x = layers.MaxPooling2D(config.pool_size)(x)
             x = layers.Flatten()(x)
