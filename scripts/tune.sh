@@ -4,7 +4,7 @@
 #   scripts/tune.sh search_spaces/mnist_cnn.yaml --n-trials 10
 # Without internet, point TUNING_DATA_DIR at a folder holding mnist.npz (Keras's layout).
 set -euo pipefail
-source "$(dirname "$0")/_bootstrap.sh"
+source "$(dirname "$0")/_bootstrap.sh" ""  # no extra: the script's own arguments are for tuning run
 if [ $# -eq 0 ] || [[ "$1" == -* ]]; then
   set -- search_spaces/mnist_quick.yaml "$@"
 fi

@@ -4,6 +4,7 @@ README's Python example runs (on a few hundred images, tracking off).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -95,3 +96,24 @@ def test_readme_python_example_runs(workdir: Path, capsys: pytest.CaptureFixture
     printed = capsys.readouterr().out
     assert f"{study.best_value} {study.best_params}" in printed
     assert (workdir / "mlruns" / "optuna.db").is_file() and not (workdir / "mlruns" / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_tune_sh_passes_a_space_and_options_to_tuning_run() -> None:
+    """``scripts/tune.sh search_spaces/mnist_cnn.yaml --n-trials 10``, as the README shows: the arguments reach
+    ``tuning run`` (they once went to the set-up script, which tried to install ``tuning[search_spaces/...]``)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    venv = Path(sys.prefix)
+    stamp = venv / ".tuning-installed"
+    installed = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not stamp.exists() or not any(line.startswith(installed + " ") for line in stamp.read_text().splitlines()):
+        pytest.skip("this environment was not set up by scripts/test.sh (tune.sh would install into it)")
+    command = ["bash", str(ROOT / "scripts" / "tune.sh"), "search_spaces/mnist_cnn.yaml", "--n-trials", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TUNING_VENV": str(venv)})
+    assert "Installing" not in done.stderr, done.stderr  # the project is installed: nothing to do
+    assert done.returncode == 2, done.stderr  # tuning run itself refused the 0 ...
+    assert "--n-trials must be at least 1. Received: 0" in done.stderr  # ... given to the script
