@@ -345,10 +345,10 @@ class _Recorder:
             records.PRECISION: self.hypermodel.precision(self.hypermodel.config(watch.kt_trial.hyperparameters)),
         }
         values = history.get(self.metric)
-        if watch.state == "complete" and not values:
+        if watch.state == COMPLETE and not values:
             reason = f"the model reported no metric {self.metric!r}; it reported {sorted(history)}"
             self.finish(watch, TrialOutcome(FAILED, reason=reason, history=history, user_attrs=attrs))
-        elif watch.state == "complete":
+        elif watch.state == COMPLETE:
             accuracy = self._test_accuracy(model) if model is not None else None
             if accuracy is not None:
                 attrs[records.TEST_ACCURACY] = accuracy
@@ -356,7 +356,7 @@ class _Recorder:
             self.finish(watch, TrialOutcome(COMPLETE, values=[values[-1]], model=model, history=history,
                                             user_attrs=attrs))
         else:
-            state = PRUNED if watch.state == "pruned" else FAILED
+            state = PRUNED if watch.state == PRUNED else FAILED
             self.finish(watch, TrialOutcome(state, reason=watch.reason, history=history, user_attrs=attrs))
 
     def _test_accuracy(self, model: keras.Model) -> float | None:
@@ -405,7 +405,7 @@ class _Recording:
             raise
         returned = results[-1] if isinstance(results, list) and results else results
         self.recorder.finish_trained(watch, watch.model, returned)
-        if watch.state == "failed":
+        if watch.state == FAILED:
             raise NotLearningError(watch.reason)  # KerasTuner marks the trial invalid and goes on
         return results
 

@@ -114,10 +114,10 @@ def trial_line(trial: optuna.trial.FrozenTrial, metrics: list[str], best: tuple[
         >>> trial_line(study.trials[0], ["val_accuracy"], (0.91, 0))  # doctest: +SKIP
         'trial   0  [green]complete   [/]  val_accuracy 0.9100  best 0.9100 (trial 0)  2 epochs  4.1 s  (host:812)'
     """
-    state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name, trial.state.name)
+    state = records.state_name(trial)
     reason = str(trial.user_attrs.get(records.REASON, ""))
-    if state == "failed" and reason == "interrupted":
-        state = "interrupted"
+    if state == records.FAILED and reason == records.INTERRUPTED:
+        state = records.INTERRUPTED
     values = zip(metrics, trial.values or [], strict=False)
     result = "  ".join(f"{m} {v:.4f}" for m, v in values) if trial.values else reason
     seconds = (

@@ -295,7 +295,7 @@ def end_dead_runs(tracking_uri: str, trials: list[FrozenTrial]) -> None:
         if not run_id:
             continue
         try:
-            client.set_tag(run_id, TAG_STATE, "failed")
+            client.set_tag(run_id, TAG_STATE, records.FAILED)
             client.set_tag(run_id, TAG_REASON, str(trial.user_attrs.get(records.REASON, "its worker is gone")))
             client.set_terminated(run_id, "KILLED")
         except Exception as exc:  # the storage is what counts; a run we cannot close is only reported
@@ -398,9 +398,10 @@ def close_study_run(tracking_uri: str, study: optuna.Study, total: int) -> None:
 def _run_outcome(trial: FrozenTrial) -> tuple[str, str]:
     """``(tuning.state tag, MLflow status)`` of a finished trial's run."""
     if trial.state == TrialState.COMPLETE:
-        return "complete", "FINISHED"
+        return records.COMPLETE, "FINISHED"
     if trial.state == TrialState.PRUNED:
-        return "pruned", "FINISHED"
+        return records.PRUNED, "FINISHED"
     reason = str(trial.user_attrs.get(records.REASON, ""))
-    killed = reason == "interrupted" or reason.startswith(("the worker process", "no heartbeat", "its worker"))
-    return ("interrupted" if reason == "interrupted" else "failed"), ("KILLED" if killed else "FAILED")
+    interrupted = reason == records.INTERRUPTED
+    killed = interrupted or reason.startswith(("the worker process", "no heartbeat", "its worker"))
+    return (records.INTERRUPTED if interrupted else records.FAILED), ("KILLED" if killed else "FAILED")

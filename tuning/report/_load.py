@@ -157,9 +157,7 @@ def _reason(trial: FrozenTrial) -> str:
 
 def _state(trial: FrozenTrial) -> str:
     """The state as every table writes it: complete, pruned, failed (running, waiting)."""
-    return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(
-        trial.state.name, trial.state.name.lower()
-    )
+    return records.state_name(trial)
 
 
 def _state_counts(view: StudyView) -> str:
