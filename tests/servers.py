@@ -110,33 +110,58 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         cluster.remove()
 
 
+def start_mlflow(args: list[str], cwd: Path, *, own_group: bool = False) -> subprocess.Popen:
+    """Start the venv's ``mlflow`` command in ``cwd``, its stderr appended to ``cwd/mlflow.log`` (a pipe nobody
+    reads would block the server once full); ``own_group``: in its own process group, so that a test can SIGKILL
+    the server and its workers at once."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), *args], cwd=cwd, stdout=subprocess.DEVNULL,
+        stderr=(cwd / "mlflow.log").open("a"), start_new_session=own_group,
+    )  # fmt: skip
+
+
+def start_mlflow_server(home: Path, port: int, *, own_group: bool = False) -> subprocess.Popen:
+    """A real ``mlflow server`` on ``127.0.0.1:port`` with a SQLite store and artifacts in ``home``, answering."""
+    home.mkdir(exist_ok=True)
+    proc = start_mlflow(
+        ["server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination",
+         str(home / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        home, own_group=own_group,
+    )  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/health", proc, "mlflow server")
+    return proc
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str) -> None:
+    """Wait until ``url`` answers; raise with the server's log if ``proc`` exits first."""
+    for _ in range(600):
+        if proc.poll() is not None:
+            log = Path(proc.stderr.name).read_text() if proc.stderr else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log}")
+        try:
+            with _NO_PROXY.open(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not answer {url}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate ``proc``, killing it after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def mlflow_server(home: Path) -> Iterator[str]:
     """Start ``mlflow server`` with a SQLite store in ``home`` and yield its URL."""
     port = free_port()
-    log = (home / "mlflow.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server",
-         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=home, stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    proc = start_mlflow_server(home, port)
     try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}: {(home / 'mlflow.log').read_text()}")
-            try:
-                with _NO_PROXY.open(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop(proc)

@@ -38,7 +38,7 @@ def test_bench_overhead_prints_the_ratio_toolkit_over_bare(mnist_dir: str | None
 def test_bench_time_to_accuracy_interleaves_contenders_and_prints_the_ratio(
     mnist_dir: str | None, tmp_path: Path
 ) -> None:
-    command = [sys.executable, str(ROOT / "scripts" / "bench_time_to_accuracy.py"), "--budget", "20",
+    command = [sys.executable, str(ROOT / "scripts" / "bench_time_to_accuracy.py"), "--budget", "12",
                "--seeds", "0", "--contenders", "toolkit,kt_hyperband"]
     if mnist_dir:
         command += ["--data-dir", mnist_dir]

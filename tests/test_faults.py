@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+import servers
 import yaml
 from conftest import MNIST_DIR, free_port, subprocess_env, tiny_space
-from test_tracking import _wait_http
 
 PYTHON = sys.executable
 pytestmark = pytest.mark.slow
@@ -38,15 +38,7 @@ def _tuning(*args: str) -> list[str]:
 
 def _start_server(home: Path, port: int) -> subprocess.Popen:
     """A real ``mlflow server`` in its own process group (so the test can SIGKILL it and its workers)."""
-    home.mkdir(exist_ok=True)
-    proc = subprocess.Popen(
-        [str(Path(PYTHON).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-         "--artifacts-destination", str(home / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=home, stdout=subprocess.DEVNULL, stderr=(home / "mlflow.log").open("a"), start_new_session=True,
-    )  # fmt: skip
-    _wait_http(f"http://127.0.0.1:{port}/health", proc, "mlflow server")
-    return proc
+    return servers.start_mlflow_server(home, port, own_group=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import servers
 from conftest import MNIST_DIR, ROOT, free_port, subprocess_env
 
 import tuning
@@ -139,58 +140,11 @@ def _model_files(client, model_id: str, folder: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(folder)))
 
 
-def _wait_http(url: str, proc: subprocess.Popen, what: str) -> None:
-    for _ in range(600):
-        if proc.poll() is not None:
-            log = Path(proc.stderr.name).read_text() if proc.stderr else ""
-            raise RuntimeError(f"{what} exited with {proc.returncode}: {log}")
-        try:
-            with _NO_PROXY.open(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{what} did not answer {url}")
-
-
-def _start_mlflow(args: list[str], cwd: Path) -> subprocess.Popen:
-    """Start the venv's ``mlflow`` command in ``cwd``, its stderr in ``cwd/mlflow.log``.
-
-    A pipe nobody reads would block the server once full.
-    """
-    return subprocess.Popen(
-        [str(Path(PYTHON).parent / "mlflow"), *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=(cwd / "mlflow.log").open("w"),
-        text=True,
-    )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 with a fresh SQLite store, serving artifacts."""
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    proc = _start_mlflow(
-        ["server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-         "--artifacts-destination", str(home / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=home,
-    )  # fmt: skip
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/health", proc, "mlflow server")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
+    with servers.mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
 
 
 # ---------------------------------------------------------------- one study, embedded SQLite
@@ -582,9 +536,10 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
 
     # The command the README gives, from the project folder.
     port = free_port()
-    ui = _start_mlflow(["ui", "--backend-store-uri", "sqlite:///mlruns/mlflow.db", "--port", str(port)], cwd=tmp_path)
+    ui = servers.start_mlflow(["ui", "--backend-store-uri", "sqlite:///mlruns/mlflow.db", "--port", str(port)],
+                              tmp_path)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health", ui, "mlflow ui")
+        servers.wait_http(f"http://127.0.0.1:{port}/health", ui, "mlflow ui")
         experiment = client.get_experiment_by_name("e2e").experiment_id
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
@@ -601,7 +556,7 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
         assert "space.yaml" in files
         assert parents[0].data.tags["tuning.best_model_id"].startswith("m-")  # the best model, logged
     finally:
-        _stop(ui)
+        servers.stop(ui)
 
 
 @pytest.mark.slow
