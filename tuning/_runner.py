@@ -195,10 +195,7 @@ def run(
     try:
         _signalled.clear()
         with _on_signals(_raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
-            if gate.room(study):  # also waits while other workers' running trials may finish the study
-                from tuning._keras import import_keras
-
-                import_keras()  # before the budget's and the first trial's clocks, not inside them
+            if _room_after_importing_keras(gate, study):
                 objective.deadline = gate.deadline = None if budget is None else time.monotonic() + budget
                 if space.study.engine == "keras_tuner":
                     from tuning import _kt_engine
@@ -484,6 +481,20 @@ class _FailureGuard:
             "blocks for the input size, a learning rate so high the loss diverges, a batch size or width too "
             "large for memory). Raise study.max_consecutive_failures to tolerate more."
         )
+
+
+def _room_after_importing_keras(gate: TotalGate, study: optuna.Study) -> bool:
+    """Whether this worker may start its first trial, with Keras imported before the budget's and the first
+    trial's clocks start. The gate looks at the storage again after the import: the import takes seconds on a
+    loaded machine, in which other workers may finish the study (one look before it let a late ``--gpus``
+    worker start a fourth trial of three). Also waits while other workers' running trials may finish the study.
+    """
+    if not gate.room(study):
+        return False  # nothing to do: a finished study does not import TensorFlow
+    from tuning._keras import import_keras
+
+    import_keras()
+    return gate.room(study)
 
 
 @contextmanager
