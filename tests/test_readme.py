@@ -72,6 +72,15 @@ def _defaults_for_missing(space: SearchSpace, params: dict) -> dict:
     return out
 
 
+def test_the_readme_results_table_is_the_one_scripts_reproduce_wrote() -> None:
+    def rows(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("| ") and "toolkit (test)" not in line]
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Results: the stories reproduced", 1)[1].split("\n## ", 1)[0]
+    assert rows(section) == rows((ROOT / "docs" / "results.md").read_text(encoding="utf-8"))
+
+
 def test_the_readme_names_every_shipped_space() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for path in (ROOT / "search_spaces").glob("*.yaml"):
