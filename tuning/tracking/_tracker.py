@@ -607,6 +607,9 @@ class MlflowTracker(StudyObserver):
 
     def _create_trial_run(self, trial: optuna.Trial, params: Mapping[str, Any], run: Future[str]) -> None:
         assert self._client is not None and self._study is not None
+        if run.done():  # run again after the server went away between creating the run and logging its params
+            self._log_params(run, params)
+            return
         tags = {
             PARENT_TAG: self._parent_id,
             TAG_ROLE: "trial",
