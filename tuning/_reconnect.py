@@ -76,16 +76,21 @@ def _retrying(method: Callable[..., Any], url: str, state: dict[str, bool], lock
                     raise
                 if time.monotonic() + delay > deadline:
                     raise
-                with lock:
-                    first = not state["lost"]
-                    state["lost"] = True
-                if first:
-                    log.warning("the Optuna storage %s does not answer (%s); retrying for up to %.0f s",
-                                url, first_line(exc), retry_seconds())
+                _warn_lost_once(url, exc, state, lock)
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
 
     return call
+
+
+def _warn_lost_once(url: str, exc: BaseException, state: dict[str, bool], lock: threading.Lock) -> None:
+    """One warning when the server stops answering, not one per retry (``state["lost"]`` until it is back)."""
+    with lock:
+        first = not state["lost"]
+        state["lost"] = True
+    if first:
+        log.warning("the Optuna storage %s does not answer (%s); retrying for up to %.0f s",
+                    url, first_line(exc), retry_seconds())
 
 
 def _never_raising(record_heartbeat: Callable[..., Any]) -> Callable[..., Any]:
@@ -158,12 +163,7 @@ def _reconnect_with_backoff(storage: Any, engine: Any) -> None:
             try:
                 connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
             except dialect.loaded_dbapi.OperationalError as exc:
-                with lock:
-                    first = not state["lost"]
-                    state["lost"] = True
-                if first:
-                    log.warning("the Optuna storage %s does not answer (%s); retrying for up to %.0f s",
-                                url, first_line(exc), retry_seconds())
+                _warn_lost_once(url, exc, state, lock)
                 if time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
