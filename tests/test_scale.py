@@ -319,6 +319,51 @@ def _assert_password_nowhere(password: str, tracking: str, runs: list[Any], outp
     assert password not in Path(folder).read_text()
 
 
+# A worker whose storage creates trials slowly: a loaded machine or a distant database, where the time from
+# the gate's look at the total to the trial's creation grows. It waits for the go file with Keras imported.
+_SLOW_CREATE_WORKER = """
+import pathlib, sys, time
+import optuna, yaml
+import tuning
+from tuning._keras import import_keras
+
+import_keras()
+created = optuna.storages.RDBStorage._create_new_trial  # what Optuna's cached storage calls
+def slow_create(self, *args, **kwargs):
+    time.sleep(3.0)
+    return created(self, *args, **kwargs)
+optuna.storages.RDBStorage._create_new_trial = slow_create
+go = pathlib.Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.01)
+tuning.run(yaml.safe_load(pathlib.Path(sys.argv[1]).read_text()), storage=sys.argv[3], tracking=False,
+           verbose=False)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_workers_that_look_at_the_total_together_start_no_surplus_trial(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest, mnist_dir: str | None
+) -> None:
+    url = request.getfixturevalue("postgres") if database == "postgres" else f"sqlite:///{tmp_path / 'o.db'}"
+    name = f"together_{database}"
+    space = _space_file(tmp_path, name, 1)
+    optuna.create_study(study_name=name, storage=url, direction="maximize")  # the workers all load it
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen([PYTHON, "-c", _SLOW_CREATE_WORKER, str(space), str(go), url], cwd=tmp_path,
+                         env=_env(mnist_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]  # fmt: skip
+    time.sleep(1)
+    go.touch()
+    outputs = [p.communicate(timeout=600) for p in procs]
+
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert [t.state for t in _trials(url, name)] == [TrialState.COMPLETE]  # one trial: the total, not three
+
+
 @pytest.mark.slow
 def test_workers_2_on_sqlite_run_the_total_once_with_one_display(workdir: Path, mnist_dir: str | None) -> None:
     space = _space_file(workdir, "two_workers", 4)

@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuning import _reconnect, _recovery, _storage, _study, _workers, records
-from tuning._gate import COUNTED_STATES, TotalGate
+from tuning._gate import COUNTED_STATES, StudyLock, TotalGate
 from tuning._redact import redact_text, redact_url
 from tuning._sampling import TrialSeededSampler
 from tuning.errors import ConfigurationError, NotLearningError, StorageLostError, TooManyFailuresError, user_error
@@ -188,6 +188,8 @@ def run(
         tracking_uri=tracking_uri_used,
         poll=min(2.0, heartbeat["heartbeat_interval"]),
         check_signals=_stop_if_signalled,
+        # Threads (n_jobs > 1) ask for trials in whichever thread is free, not in the one the gate let in.
+        lock=StudyLock(storage_obj, study.study_name) if jobs == 1 else None,
     )
     interrupted = False
     observer.study_started(study, space)
@@ -195,24 +197,27 @@ def run(
     try:
         _signalled.clear()
         with _on_signals(_raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
-            if _room_after_importing_keras(gate, study):
-                objective.deadline = gate.deadline = None if budget is None else time.monotonic() + budget
-                if space.study.engine == "keras_tuner":
-                    from tuning import _kt_engine
+            try:
+                if _room_after_importing_keras(gate, study, claim=space.study.engine == "optuna"):
+                    objective.deadline = gate.deadline = None if budget is None else time.monotonic() + budget
+                    if space.study.engine == "keras_tuner":
+                        from tuning import _kt_engine
 
-                    _kt_engine.search(study, storage_obj, space, dataset, observer, target=target,
-                                      timeout=budget, guard=guard, build_fn=build_fn, hypermodel=hypermodel)
-                else:
-                    _defer_signals()
-                    study.optimize(
-                        objective,
-                        n_trials=None,
-                        timeout=budget,
-                        n_jobs=jobs,
-                        catch=(Exception,),
-                        callbacks=[guard, gate, _stop_if_signalled, _defer_signals],
-                        gc_after_trial=False,  # training releases memory itself, before each trial
-                    )
+                        _kt_engine.search(study, storage_obj, space, dataset, observer, target=target,
+                                          timeout=budget, guard=guard, build_fn=build_fn, hypermodel=hypermodel)
+                    else:
+                        _defer_signals()
+                        study.optimize(
+                            gate.releasing(objective),
+                            n_trials=None,
+                            timeout=budget,
+                            n_jobs=jobs,
+                            catch=(Exception,),
+                            callbacks=[guard, gate, _stop_if_signalled, _defer_signals],
+                            gc_after_trial=False,  # training releases memory itself, before each trial
+                        )
+            finally:
+                gate.release()  # held when the gate found room but no trial was created (time up, Ctrl-C)
             _deferring.clear()
             _stop_if_signalled()  # a signal deferred while the last ask() found nothing more to do
     except KeyboardInterrupt:
@@ -483,18 +488,18 @@ class _FailureGuard:
         )
 
 
-def _room_after_importing_keras(gate: TotalGate, study: optuna.Study) -> bool:
+def _room_after_importing_keras(gate: TotalGate, study: optuna.Study, *, claim: bool) -> bool:
     """Whether this worker may start its first trial, with Keras imported before the budget's and the first
     trial's clocks start. The gate looks at the storage again after the import: the import takes seconds on a
-    loaded machine, in which other workers may finish the study (one look before it let a late ``--gpus``
-    worker start a fourth trial of three). Also waits while other workers' running trials may finish the study.
+    loaded machine, in which other workers may finish the study. Also waits while other workers' running trials
+    may finish the study. With ``claim``, a True answer holds the study's lock until the first trial exists.
     """
     if not gate.room(study):
         return False  # nothing to do: a finished study does not import TensorFlow
     from tuning._keras import import_keras
 
     import_keras()
-    return gate.room(study)
+    return gate.room(study, claim=claim)
 
 
 @contextmanager

@@ -225,16 +225,32 @@ def first_start_lock(folder: Path) -> Iterator[None]:
         >>> with first_start_lock(Path(".")):
         ...     pass
     """
+    fd = lock_folder(folder)
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # a folder we cannot open: nothing to serialise, the open itself will say what is wrong
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
+
+
+def lock_folder(folder: Path) -> int | None:
+    """Take an exclusive ``flock`` on ``folder`` (waiting for it) and return the descriptor that holds it;
+    ``os.close`` releases it. None when the folder cannot be opened: there is nothing to serialise, and the
+    database's own open will say what is wrong.
+
+    Example:
+        >>> os.close(lock_folder(Path(".")))
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def storage_failure(url: str, exc: BaseException, *, while_doing: str = "writing a trial") -> StorageFailedError:
