@@ -31,14 +31,15 @@ __all__ = ["first_line", "lost_connection", "ride_out_restarts", "retry_seconds"
 log = logging.getLogger("tuning")
 
 _MAX_DELAY = 30.0
-#: The RDB storage methods Optuna's cache and study call (public API and the cache's ``_get_trials``).
+#: The RDB storage methods Optuna's cache and study call (the public API, and the private ones the cache calls
+#: instead: ``_create_new_trial``, ``_set_trial_param``, ``_get_trials``, ``_get_best_trial_id``).
 _STORAGE_CALLS = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
     "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
     "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_id_from_study_id_trial_number",
     "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
     "get_trial", "get_all_trials", "_get_trials", "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
-    "get_trial_number_from_id", "get_trial_param",
+    "get_trial_number_from_id", "get_trial_param", "_create_new_trial", "_set_trial_param", "_get_best_trial_id",
 )  # fmt: skip
 
 
