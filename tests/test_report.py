@@ -492,6 +492,22 @@ def test_importance_says_how_many_trials_it_rests_on_and_when_it_is_not_reliable
     assert plot_param_importance(many).axes[0].get_title().endswith("(22 trials)")
 
 
+def test_a_table_not_computed_shows_its_reason_and_no_empty_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="two", storage=url, direction="maximize")
+    study.optimize(_objective, n_trials=2)
+    report = build_report(["two"], url)
+
+    markdown, latex = render(report, "md"), render(report, "latex")
+    importance = markdown.split("### Parameter importance")[1].split("###")[0]
+    assert "Not computed:" in importance and "needs at least 5 completed trials and the study has 2" in importance
+    assert "(empty)" not in importance
+    latex_importance = latex.split("Parameter importance}")[1].split("subsubsection")[0]
+    assert "Not computed:" in latex_importance and "(empty)" not in latex_importance
+    page = render(report, "html")
+    assert "Not computed:" in page and 'data-table="two.param_importance"' not in page
+
+
 def test_leaderboard_shows_what_differs_and_names_what_does_not(plain: str) -> None:
     report = build_report(["plain"], plain, top=5)
     board = report.tables()["plain.leaderboard"]

@@ -426,7 +426,8 @@ def to_markdown(report: Report, images: dict[str, str] | None = None) -> str:
             parts.append(f"### {heading}\n")
             if df.attrs.get("note"):
                 parts.append(f"_{df.attrs['note']}_\n")
-            parts.append(_md_table(df))
+            if not (df.empty and df.attrs.get("note")):  # a table not computed: its note says why
+                parts.append(_md_table(df))
         elif images and rest[0] in images:
             caption = captions[rest[0]]
             parts.append(f"![{caption}]({images[rest[0]]})\n\n_{caption}_\n")
@@ -479,6 +480,8 @@ def to_html(report: Report, figures: dict[str, Figure] | None = None) -> str:
             body.append(f'<h3 id="{tag}">{html.escape(heading)}</h3>')
             if df.attrs.get("note"):
                 body.append(f'<p class="note">{html.escape(df.attrs["note"])}</p>')
+            if df.empty and df.attrs.get("note"):
+                continue  # a table not computed: its note says why
             if df.empty:
                 body.append(f'<table class="data" data-table="{tag}"><tr><td>(empty)</td></tr></table>')
             else:
@@ -554,7 +557,8 @@ def to_latex(report: Report, images: dict[str, str] | None = None) -> str:
         if df.attrs.get("note"):
             parts.append(rf"\emph{{{esc(df.attrs['note'])}}}\\")
         if df.empty:
-            parts.append(r"(empty)")
+            if not df.attrs.get("note"):  # a table not computed: its note says why
+                parts.append(r"(empty)")
             continue
         shown = _display(df)
         shown.columns = [esc(str(c)) for c in shown.columns]
