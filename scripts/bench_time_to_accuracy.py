@@ -5,6 +5,8 @@ Contenders (each a fresh process, each with the same wall-clock budget, default 
 - ``toolkit``: ``tuning.run`` with the space below and the toolkit's defaults for everything the space leaves
   unset (sampler, pruner, precision), tracking on (its default), in a temporary folder;
 - ``optuna_tpe``: the same through the toolkit but with plain Optuna TPE and the median pruner set explicitly;
+- ``tpe_hyperband``: the same with TPE and Optuna's Hyperband pruner set explicitly (epochs as the resource,
+  1 to 6), the candidate default;
 - ``kt_hyperband``, ``kt_bayesian``, ``kt_random``: KerasTuner's ``Hyperband`` (``max_epochs`` 6, factor 3),
   ``BayesianOptimization`` and ``RandomSearch`` on the equivalent ``build(hp)``, run as KerasTuner's users run
   them (``tuner.search``), not through the toolkit.
@@ -40,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTENDERS = ("toolkit", "optuna_tpe", "kt_hyperband", "kt_bayesian", "kt_random")
+CONTENDERS = ("toolkit", "optuna_tpe", "tpe_hyperband", "kt_hyperband", "kt_bayesian", "kt_random")
+#: The toolkit contenders that set the sampler and pruner explicitly (the rest of the space is the same).
+EXPLICIT = {"optuna_tpe": "median", "tpe_hyperband": "hyperband"}
 TARGETS = (0.97, 0.98, 0.985)
 MAX_EPOCHS = 6
 BATCH_SIZE = 64
@@ -50,11 +54,11 @@ DENSE = [128, 256, 512, 1024]
 DATA = {"dataset": "mnist", "train_size": 8000, "validation_split": 0.25, "test_size": 0, "seed": 0}
 
 
-def toolkit_space(seed: int, explicit_tpe: bool) -> dict[str, Any]:
-    """The benchmark's space in the toolkit's format; ``explicit_tpe`` pins plain TPE + the median pruner."""
+def toolkit_space(seed: int, pruner: str | None = None) -> dict[str, Any]:
+    """The benchmark's space in the toolkit's format; ``pruner`` pins TPE and that pruner (None: the defaults)."""
     study: dict[str, Any] = {"name": "bench", "n_trials": 10_000, "seed": seed}
-    if explicit_tpe:
-        study.update(sampler="tpe", pruner="median")
+    if pruner:
+        study.update(sampler="tpe", pruner=pruner)
     return {
         "data": DATA,
         "model": {"family": "cnn", "depth": 2, "width": {"layers": [list(f) for f in FILTERS]},
@@ -90,13 +94,13 @@ def run_contender(name: str, seed: int, budget: float, out: Path, data_dir: str 
     dataset = data_module.load_spec(DataSpec(**DATA))
     log = _Log(out)  # the clock starts here: TensorFlow is imported and the data loaded
     log.write(event="start")
-    if name in ("toolkit", "optuna_tpe"):
-        _run_toolkit(dataset, seed, budget, log, explicit_tpe=name == "optuna_tpe")
+    if name == "toolkit" or name in EXPLICIT:
+        _run_toolkit(dataset, seed, budget, log, pruner=EXPLICIT.get(name))
     else:
         _run_keras_tuner(name, dataset, seed, log)
 
 
-def _run_toolkit(dataset: Any, seed: int, budget: float, log: _Log, explicit_tpe: bool) -> None:
+def _run_toolkit(dataset: Any, seed: int, budget: float, log: _Log, pruner: str | None) -> None:
     import tuning
     from tuning.observers import StudyObserver
 
@@ -109,7 +113,7 @@ def _run_toolkit(dataset: Any, seed: int, budget: float, log: _Log, explicit_tpe
             log.write(event="trial", trial=trial.number, state=outcome.state)
 
     os.chdir(tempfile.mkdtemp(prefix="bench_tta_"))
-    tuning.run(toolkit_space(seed, explicit_tpe), data=dataset, timeout=budget, observers=[Recorder()])
+    tuning.run(toolkit_space(seed, pruner), data=dataset, timeout=budget, observers=[Recorder()])
 
 
 def build_model(hp: Any) -> Any:
