@@ -188,6 +188,46 @@ def test_ctrl_c_in_the_first_seconds_prints_no_traceback_and_leaves_no_empty_mlr
     assert not mlruns.exists() or any(p.is_file() for p in mlruns.rglob("*"))  # never an empty mlruns/
 
 
+# A hypermodel module whose import leaves an object with a slow finalizer behind, as the garbage collector meets
+# them while the heavy modules load: a Ctrl-C then lands inside the finalizer, where Python swallows the
+# KeyboardInterrupt ("Exception ignored in ...").
+_SLOW_FINALIZER_MODEL = """
+import pathlib, time
+
+class _SlowFinalizer:
+    def __del__(self):
+        pathlib.Path("in_finalizer").touch()
+        time.sleep(4)
+
+_SlowFinalizer()
+
+def build_model(hp):
+    import keras
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(hp.Int("units", 8, 16), activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    return model
+"""
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_swallowed_before_the_study_starts_still_stops_the_command(tmp_path: Path) -> None:
+    (tmp_path / "slow_model.py").write_text(_SLOW_FINALIZER_MODEL)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**tiny_space(study={"n_trials": 30}),
+                                     "model": {"family": "hypermodel", "hypermodel": "slow_model.py:build_model"}}))
+    proc = subprocess.Popen(_tuning("run", str(space)), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=subprocess_env(MNIST_DIR))
+    while not (tmp_path / "in_finalizer").exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+
+    assert proc.returncode == 130, err  # not a whole study run after the user pressed Ctrl-C
+    assert "No trial had started" in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("delay", [0.5, 0.8])  # before that, Python may still be importing the package
 def test_ctrl_c_during_validate_does_not_talk_about_trials(tmp_path: Path, delay: float) -> None:
     space = _space_file(tmp_path)

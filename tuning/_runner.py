@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from tuning import _reconnect, _recovery, _storage, _study, _workers, records
+from tuning import _reconnect, _recovery, _signals, _storage, _study, _workers, records
 from tuning._gate import COUNTED_STATES, StudyLock, TotalGate
 from tuning._redact import redact_text, redact_url
 from tuning._sampling import TrialSeededSampler
@@ -195,7 +195,8 @@ def run(
     observer.study_started(study, space)
     _workers.announce_ready()  # tuning run --workers: the study and its MLflow run exist, the others may start
     try:
-        _signalled.clear()
+        if _signalled:  # a Ctrl-C whose KeyboardInterrupt Python swallowed while the study was being set up
+            raise KeyboardInterrupt
         with _on_signals(_raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
             try:
                 if _room_after_importing_keras(gate, study, claim=space.study.engine == "optuna"):
@@ -238,6 +239,7 @@ def run(
     finally:
         with _on_signals(_exit_now):
             observer.study_finished(study, interrupted)
+        _signalled.clear()  # acted on: the next run in this process starts afresh
     if guard.tripped:
         raise TooManyFailuresError(guard.message())
     if verbose and keeper is not None and keeper.path is not None and keeper.path.exists():
@@ -528,10 +530,10 @@ def _on_signals(handler: Any) -> Iterator[None]:
             signal.signal(s, h)
 
 
-#: Signals received during ``study.optimize``: an Interrupted raised while a finalizer runs (garbage collection
+#: Signals received (``tuning._signals``): an exception raised while a finalizer runs (garbage collection
 #: between trials, TensorFlow's weakref callbacks) is swallowed by Python ("Exception ignored in ..."), so the
-#: runner checks this at every epoch and trial boundary and stops there instead.
-_signalled: list[int] = []
+#: runner checks this before its study starts and at every epoch and trial boundary, and stops there instead.
+_signalled = _signals.received
 
 
 #: Set from the end of one trial until the next has recorded its worker: a signal then is only remembered, so

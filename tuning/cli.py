@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuning import _signals
 from tuning._defaults import RESULTS_DIR
 from tuning.errors import StorageFailedError, StorageLostError, TooManyFailuresError, UserInputError
 from tuning.report import FORMATS  # standard library only: --help stays light
@@ -109,6 +110,7 @@ def _set_option(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tuning`` command; returns the exit code."""
     global _ARGV
+    _signals.install()  # a Ctrl-C Python swallows in a finalizer while the heavy modules load is still seen
     _ARGV = list(argv) if argv is not None else None
     results_existed = RESULTS_DIR.exists()
     try:  # Ctrl-C while the heavy modules load: no traceback, nothing left behind
