@@ -516,12 +516,7 @@ def _on_signals(handler: Any) -> Iterator[None]:
         return
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     previous_hook = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if not isinstance(unraisable.exc_value, Interrupted):
-            previous_hook(unraisable)
-
-    sys.unraisablehook = hook
+    sys.unraisablehook = _signals.quiet_on_ctrl_c(previous_hook)
     try:
         yield
     finally:

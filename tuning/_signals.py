@@ -35,10 +35,13 @@ def install() -> None:
     received.clear()  # a new command (main() may run several times in one process)
     signal.signal(signal.SIGINT, remember)
     if not getattr(sys.unraisablehook, "_keeps_quiet_on_ctrl_c", False):
-        sys.unraisablehook = _quiet_on_ctrl_c(sys.unraisablehook)
+        sys.unraisablehook = quiet_on_ctrl_c(sys.unraisablehook)
 
 
-def _quiet_on_ctrl_c(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+def quiet_on_ctrl_c(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An ``sys.unraisablehook`` that passes everything to ``previous`` except a swallowed Ctrl-C (any
+    ``KeyboardInterrupt``, the runner's ``Interrupted`` included): that one is remembered, not printed."""
+
     def hook(unraisable: Any) -> None:
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
             previous(unraisable)
