@@ -3,10 +3,11 @@
 Contenders (each a fresh process, each with the same wall-clock budget, default 300 s):
 
 - ``toolkit``: ``tuning.run`` with the space below and the toolkit's defaults for everything the space leaves
-  unset (sampler, pruner, precision), tracking on (its default), in a temporary folder;
-- ``optuna_tpe``: the same through the toolkit but with plain Optuna TPE and the median pruner set explicitly;
-- ``tpe_hyperband``: the same with TPE and Optuna's Hyperband pruner set explicitly (epochs as the resource,
-  1 to 6), the candidate default;
+  unset (sampler, pruner, ``train.precision: auto``), tracking on (its default), in a temporary folder;
+- ``optuna_tpe``: the same through the toolkit, set as plain Optuna and Keras run: TPE, the median pruner and
+  float32 set explicitly;
+- ``tpe_hyperband``: TPE, Optuna's Hyperband pruner (epochs as the resource, 1 to 6) and float32 set explicitly;
+- ``tpe_startup5``: the toolkit's defaults, but TPE models the trials after 5 random ones instead of 10;
 - ``kt_hyperband``, ``kt_bayesian``, ``kt_random``: KerasTuner's ``Hyperband`` (``max_epochs`` 6, factor 3),
   ``BayesianOptimization`` and ``RandomSearch`` on the equivalent ``build(hp)``, run as KerasTuner's users run
   them (``tuner.search``), not through the toolkit.
@@ -42,9 +43,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTENDERS = ("toolkit", "optuna_tpe", "tpe_hyperband", "kt_hyperband", "kt_bayesian", "kt_random")
-#: The toolkit contenders that set the sampler and pruner explicitly (the rest of the space is the same).
-EXPLICIT = {"optuna_tpe": "median", "tpe_hyperband": "hyperband"}
+CONTENDERS = ("toolkit", "optuna_tpe", "tpe_hyperband", "tpe_startup5", "kt_hyperband", "kt_bayesian",
+              "kt_random")
+#: The toolkit contenders that set some of what the toolkit's defaults choose: each one's ``study`` and
+#: ``train`` entries (the rest of the space is the same for all).
+EXPLICIT: dict[str, dict[str, dict[str, Any]]] = {
+    "optuna_tpe": {"study": {"sampler": "tpe", "pruner": "median"}, "train": {"precision": "float32"}},
+    "tpe_hyperband": {"study": {"sampler": "tpe", "pruner": "hyperband"}, "train": {"precision": "float32"}},
+    "tpe_startup5": {"study": {"sampler": {"type": "tpe", "n_startup_trials": 5}}},
+}
 TARGETS = (0.97, 0.98, 0.985)
 MAX_EPOCHS = 6
 BATCH_SIZE = 64
@@ -54,17 +61,17 @@ DENSE = [128, 256, 512, 1024]
 DATA = {"dataset": "mnist", "train_size": 8000, "validation_split": 0.25, "test_size": 0, "seed": 0}
 
 
-def toolkit_space(seed: int, pruner: str | None = None) -> dict[str, Any]:
-    """The benchmark's space in the toolkit's format; ``pruner`` pins TPE and that pruner (None: the defaults)."""
-    study: dict[str, Any] = {"name": "bench", "n_trials": 10_000, "seed": seed}
-    if pruner:
-        study.update(sampler="tpe", pruner=pruner)
+def toolkit_space(seed: int, pinned: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The benchmark's space in the toolkit's format; ``pinned`` adds ``study`` and ``train`` entries."""
+    study: dict[str, Any] = {"name": "bench", "n_trials": 10_000, "seed": seed, **(pinned or {}).get("study", {})}
+    train: dict[str, Any] = {"epochs": MAX_EPOCHS, "batch_size": BATCH_SIZE,
+                             "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+                             **(pinned or {}).get("train", {})}
     return {
         "data": DATA,
         "model": {"family": "cnn", "depth": 2, "width": {"layers": [list(f) for f in FILTERS]},
                   "kernel_size": KERNELS, "dense_units": DENSE, "dropout": {"low": 0.0, "high": 0.6}},
-        "train": {"epochs": MAX_EPOCHS, "batch_size": BATCH_SIZE,
-                  "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+        "train": train,
         "study": study,
     }
 
@@ -95,12 +102,12 @@ def run_contender(name: str, seed: int, budget: float, out: Path, data_dir: str 
     log = _Log(out)  # the clock starts here: TensorFlow is imported and the data loaded
     log.write(event="start")
     if name == "toolkit" or name in EXPLICIT:
-        _run_toolkit(dataset, seed, budget, log, pruner=EXPLICIT.get(name))
+        _run_toolkit(dataset, seed, budget, log, pinned=EXPLICIT.get(name))
     else:
         _run_keras_tuner(name, dataset, seed, log)
 
 
-def _run_toolkit(dataset: Any, seed: int, budget: float, log: _Log, pruner: str | None) -> None:
+def _run_toolkit(dataset: Any, seed: int, budget: float, log: _Log, pinned: dict[str, Any] | None) -> None:
     import tuning
     from tuning.observers import StudyObserver
 
@@ -113,7 +120,7 @@ def _run_toolkit(dataset: Any, seed: int, budget: float, log: _Log, pruner: str 
             log.write(event="trial", trial=trial.number, state=outcome.state)
 
     os.chdir(tempfile.mkdtemp(prefix="bench_tta_"))
-    tuning.run(toolkit_space(seed, pruner), data=dataset, timeout=budget, observers=[Recorder()])
+    tuning.run(toolkit_space(seed, pinned), data=dataset, timeout=budget, observers=[Recorder()])
 
 
 def build_model(hp: Any) -> Any:

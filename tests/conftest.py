@@ -85,3 +85,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def leading_trials(study: Any) -> set[int]:
+    """The complete trials of a one-objective study whose value beat every earlier complete trial's (the ones
+    ``study.test_on: best`` evaluates on the test set); trials finish in number order in the tests using it."""
+    maximize = study.direction.name == "MAXIMIZE"
+    best: float | None = None
+    numbers = set()
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if t.state.name == "COMPLETE" and (best is None or (t.value > best if maximize else t.value < best)):
+            numbers.add(t.number)
+            best = t.value
+    return numbers
+
+
+def with_test_accuracy(study: Any) -> set[int]:
+    """The trials that carry a test accuracy."""
+    return {t.number for t in study.get_trials(deepcopy=False) if "test_accuracy" in t.user_attrs}

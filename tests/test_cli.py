@@ -143,6 +143,7 @@ def test_run_resume_and_studies(tmp_path: Path, mnist_dir: str | None) -> None:
     again = tuning_cmd("run", str(space), "--no-tracking", "--set", "train.batch_size=32", "--quiet",
                        cwd=tmp_path, mnist_dir=mnist_dir)
     assert again.returncode == 0, again.stderr
+    assert "Precision:" in first.stdout and "Precision:" not in again.stdout + again.stderr  # --quiet
     study = optuna.load_study(study_name="cli", storage=db)
     trials = study.get_trials()
     counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -173,3 +174,5 @@ def test_shipped_quick_space_runs_end_to_end(tmp_path: Path, mnist_dir: str | No
     assert trial.params["model.kernel_size"] == 3 and trial.params["train.batch_size"] == 64  # the enqueued baseline
     assert trial.user_attrs["epochs"] == 3 and trial.value > 0.5
     assert trial.user_attrs.get("mlflow_run_id")
+    # The default precision (auto) is said once, as the hardware resolved it, and recorded on the trial.
+    assert out.stdout.count(f"Precision: {trial.user_attrs['precision']} (auto: ") == 1, out.stdout

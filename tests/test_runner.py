@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
-from conftest import tiny_space
+from conftest import leading_trials, tiny_space, with_test_accuracy
 from optuna.trial import TrialState
 
 import tuning
@@ -57,12 +57,15 @@ def test_run_records_every_trial(workdir: Path) -> None:
         widths = [t.params[f"model.width.{i}"] for i in range(1, depth + 1)]
         units = [784, *widths, 10]
         assert attrs[records.PARAM_COUNT] == sum(a * b + b for a, b in zip(units, units[1:], strict=False))
-        assert 0.0 <= attrs[records.TEST_ACCURACY] <= 1.0
+        assert 0.0 <= attrs.get(records.TEST_ACCURACY, 0.0) <= 1.0
         assert attrs[records.SEED] == _study.trial_seed(0, t.number)
         assert records.REASON not in attrs and records.MLFLOW_RUN_ID not in attrs
         seeds.add(attrs[records.SEED])
     assert len(seeds) == 3
     assert study.best_value == max(t.value for t in trials)
+    # The test set is evaluated for the trials that led the study when they finished, the best among them.
+    assert with_test_accuracy(loaded) == leading_trials(loaded)
+    assert study.best_trial.number in with_test_accuracy(loaded)
 
 
 def test_enqueue_resume_and_changed_space(workdir: Path) -> None:
@@ -92,6 +95,23 @@ def test_enqueue_resume_and_changed_space(workdir: Path) -> None:
     assert snapshot(optuna.load_study(study_name="resume", storage=storage)) == after
 
 
+def test_a_study_from_an_older_toolkit_resumes_and_a_changed_space_is_still_refused(workdir: Path) -> None:
+    storage = storage_of(workdir)
+    tuning.run(tiny_space(train={"precision": "float32"}, study={"name": "older", "n_trials": 1}), storage=storage,
+               tracking=False)
+    # What an older toolkit stored: float32 as the default precision (now auto), no key added since (schedule).
+    study = optuna.load_study(study_name="older", storage=storage)
+    stored = records.study_space(study)
+    del stored["train"]["schedule"]
+    study._storage.set_study_system_attr(study._study_id, records.SPACE_SYSTEM_ATTR, stored)
+
+    resumed = tuning.run(tiny_space(study={"name": "older", "n_trials": 2}), storage=storage, tracking=False)
+    assert [t.state for t in resumed.trials] == [TrialState.COMPLETE] * 2
+    with pytest.raises(UserInputError, match="different train section"):
+        tuning.run(tiny_space(train={"batch_size": 32}, study={"name": "older", "n_trials": 3}), storage=storage,
+                   tracking=False)
+
+
 def test_multi_objective_val_accuracy_and_params(workdir: Path) -> None:
     space = tiny_space(objective=["val_accuracy", {"metric": "params"}], study={"name": "multi", "n_trials": 2})
     study = tuning.run(space, storage=storage_of(workdir), tracking=False)
@@ -103,6 +123,31 @@ def test_multi_objective_val_accuracy_and_params(workdir: Path) -> None:
         assert t.values == [t.user_attrs[records.HISTORY]["val_accuracy"][-1], t.user_attrs[records.PARAM_COUNT]]
     assert study.best_trials
     assert study.user_attrs[records.OBJECTIVES] == ["val_accuracy", "params"]
+    first, second = trials  # the second is evaluated on the test set unless the first dominates it
+    dominated = first.values[0] >= second.values[0] and first.values[1] <= second.values[1] \
+        and first.values != second.values
+    assert with_test_accuracy(study) == ({0} if dominated else {0, 1})
+
+
+@pytest.mark.parametrize("test_on", ["best", "all"])
+def test_the_test_set_is_evaluated_for_trials_that_lead_or_for_all_with_test_on_all(
+    workdir: Path, test_on: str
+) -> None:
+    space = tiny_space(
+        model={"depth": 1, "width": 32, "dropout": 0.0},
+        train={"epochs": 1, "learning_rate": [0.003, 0.00001, 0.01]},
+        study={"name": test_on, "n_trials": 3, "test_on": test_on, "enqueue": [
+            {"train.learning_rate": 0.003}, {"train.learning_rate": 0.00001}, {"train.learning_rate": 0.01}]},
+    )
+    study = tuning.run(space, tracking=False)
+    assert len(study.trials) == 3 and study.trials[1].value < study.trials[0].value  # 1e-5 barely learns
+    if test_on == "all":
+        assert with_test_accuracy(study) == {0, 1, 2}
+    else:
+        assert 1 not in with_test_accuracy(study) and with_test_accuracy(study) == leading_trials(study)
+        assert study.best_trial.number in with_test_accuracy(study)
+    for number in with_test_accuracy(study):
+        assert 0.0 <= study.trials[number].user_attrs[records.TEST_ACCURACY] <= 1.0
 
 
 def test_median_pruner_prunes_a_trial_that_learns_slower(workdir: Path) -> None:

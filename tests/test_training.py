@@ -93,10 +93,11 @@ def test_training_on_the_converted_tensors_matches_keras_on_the_numpy_arrays(mni
     from tuning import training
     from tuning.models import build_model
 
-    cfg = config(ModelConfig("mlp", 1, (16,), dropout=(0.2,)), epochs=2)
+    cfg = config(ModelConfig("mlp", 1, (16,), dropout=(0.2,)), epochs=2, precision="float32")
     ours = train(cfg, mnist, seed=3).history
     keras.backend.clear_session()
     keras.utils.set_random_seed(3)
+    keras.mixed_precision.set_dtype_policy("float32")
     model = build_model(cfg.model, mnist.input_shape, mnist.num_classes)
     model.compile(optimizer=training.make_optimizer(cfg.train), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
@@ -133,7 +134,9 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU decides auto precision on this machine")
-    for flags, expected in (({"avx512f", "amx_bf16"}, "mixed_bfloat16"), ({"avx512f", "avx512_bf16"}, "float32")):
+    cases = (({"avx512f", "amx_bf16"}, "mixed_bfloat16"), ({"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+             ({"avx512f", "avx2"}, "float32"))
+    for flags, expected in cases:
         _precision._detect.cache_clear()
         monkeypatch.setattr(_precision, "_cpu_flags", lambda flags=flags: flags)
         policy, why = _precision.resolve("auto")
@@ -143,12 +146,33 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.slow
-def test_the_precision_a_trial_trained_with_is_recorded(workdir: Path) -> None:
+def test_the_precision_a_trial_trained_with_is_said_and_recorded(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import tuning
     from tuning import _precision
 
-    study = tuning.run(tiny_space(train={"precision": "auto", "epochs": 1}, study={"n_trials": 1}), tracking=False)
-    assert study.trials[0].user_attrs["precision"] == _precision.resolve("auto")[0]
+    study = tuning.run(tiny_space(train={"epochs": 1}, study={"n_trials": 1}), tracking=False)  # auto: the default
+    policy, why = _precision.resolve("auto")
+    assert study.trials[0].user_attrs["precision"] == policy
+    assert f"Precision: {policy} ({why})" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("rule", "rates"), [("linear", [0.002, 0.008]), ("sqrt", [0.004 / 2**0.5, 0.004 * 2**0.5]),
+                                            ("none", [0.004, 0.004])])
+def test_a_scaling_rule_moves_the_learning_rate_with_the_batch_size(workdir: Path, rule: str, rates: list) -> None:
+    import tuning
+
+    space = tiny_space(
+        train={"epochs": 1, "batch_size": [32, 128], "learning_rate": 0.004, "lr_scaling": rule,
+               "lr_reference_batch": 64},
+        study={"n_trials": 2, "enqueue": [{"train.batch_size": 32}, {"train.batch_size": 128}]},
+    )
+    study = tuning.run(space, tracking=False)
+    used = [t.user_attrs["history"]["learning_rate"][0] for t in study.trials]
+    assert [t.params["train.batch_size"] for t in study.trials] == [32, 128]
+    assert used == pytest.approx(rates, rel=1e-6)
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero_at_the_last_epoch(mnist: data.Dataset) -> None:

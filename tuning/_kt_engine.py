@@ -333,7 +333,7 @@ class _Recorder:
         ``returned`` is what the hypermodel's ``fit`` returned: its final metrics count when a custom ``fit``
         trained without Keras epochs.
         """
-        from tuning.training import _returned_metrics
+        from tuning.training import _returned_metrics, test_accuracy
 
         watch.start(0)
         history = watch.history or _returned_metrics(returned)
@@ -349,7 +349,8 @@ class _Recorder:
             reason = f"the model reported no metric {self.metric!r}; it reported {sorted(history)}"
             self.finish(watch, TrialOutcome(FAILED, reason=reason, history=history, user_attrs=attrs))
         elif watch.state == COMPLETE:
-            accuracy = self._test_accuracy(model) if model is not None else None
+            tested = model is not None and _study.worth_testing(self.study, [values[-1]], self.space.study.test_on)
+            accuracy = test_accuracy(model, self.data) if tested else None
             if accuracy is not None:
                 attrs[records.TEST_ACCURACY] = accuracy
             # The last epoch's value, as the Optuna engine records (KerasTuner ranks by the best epoch).
@@ -359,16 +360,6 @@ class _Recorder:
             state = PRUNED if watch.state == PRUNED else FAILED
             self.finish(watch, TrialOutcome(state, reason=watch.reason, history=history, user_attrs=attrs))
 
-    def _test_accuracy(self, model: keras.Model) -> float | None:
-        from tuning.training import _as_tensors, _wants_one_hot
-
-        if not len(self.data.x_test):
-            return None
-        x_test, y_test = _as_tensors(self.data)[4:]
-        if _wants_one_hot(model):
-            y_test = keras.ops.one_hot(y_test, self.data.num_classes)
-        logs = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
-        return float(logs["accuracy"]) if "accuracy" in logs else None
 
 
 class _Recording:

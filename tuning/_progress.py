@@ -48,6 +48,7 @@ class ProgressDisplay(StudyObserver):
         self._epochs: dict[int, int] = {}
         self._started: dict[int, float] = {}
         self._lock = threading.Lock()
+        self._precision_shown = False
 
     def study_started(self, study: optuna.Study, space: SearchSpace) -> None:
         from optuna.trial import TrialState
@@ -68,6 +69,11 @@ class ProgressDisplay(StudyObserver):
 
     def trial_started(self, trial: optuna.Trial, config: TrialConfig) -> None:
         with self._lock:
+            if not self._precision_shown:  # Keras is imported by now, so ``auto`` is cheap to resolve
+                self._precision_shown = True
+                from tuning._precision import describe
+
+                self.console.print(describe(config.train.precision), markup=False)
             self._epochs[trial.number] = config.train.epochs
             self._started[trial.number] = time.perf_counter()
         self.progress.update(self.task, status=f"trial {trial.number}: building")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from tuning import _reconnect, _recovery, _signals, _storage, _study, _workers, records
+from tuning import _precision, _reconnect, _recovery, _signals, _storage, _study, _workers, records
 from tuning._gate import COUNTED_STATES, StudyLock, TotalGate
 from tuning._redact import redact_text, redact_url
 from tuning._sampling import TrialSeededSampler
@@ -200,6 +200,8 @@ def run(
         with _on_signals(_raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
             try:
                 if _room_after_importing_keras(gate, study, claim=space.study.engine == "optuna"):
+                    if verbose:
+                        print(_precision.describe(space.specs["train.precision"].value), file=sys.stderr)
                     objective.deadline = gate.deadline = None if budget is None else time.monotonic() + budget
                     if space.study.engine == "keras_tuner":
                         from tuning import _kt_engine
@@ -335,7 +337,7 @@ class _Objective:
         self.monitor = objective_monitor(space)  # what train.early_stopping watches
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        from tuning.training import train
+        from tuning.training import test_accuracy, train
 
         config = self.space.suggest(trial)
         seed = _study.trial_seed(self.space.study.seed, trial.number)
@@ -356,8 +358,11 @@ class _Objective:
             _stop_if_signalled()  # one that came while asking: this trial is recorded as interrupted
             result = train(
                 config, self.data, seed=seed, on_epoch=self._epoch_hook(trial), build_fn=build_fn, fit_fn=fit_fn,
-                exclusive=self.n_jobs == 1, monitor=self.monitor,
+                exclusive=self.n_jobs == 1, monitor=self.monitor, evaluate_test=False,
             )
+            values = [result.metric(m) for m in self.metrics] if result.state == COMPLETE else []
+            if values and _study.worth_testing(trial.study, values, self.space.study.test_on):
+                result.test_accuracy = test_accuracy(result.model, self.data, config.train.batch_size)
         except KeyboardInterrupt:
             self._finish(trial, TrialOutcome(INTERRUPTED, reason=INTERRUPTED))
             # Its configuration runs again first when the study is resumed.
@@ -381,7 +386,6 @@ class _Objective:
         if result.state == PRUNED:
             self._finish(trial, TrialOutcome(PRUNED, reason=result.reason, history=result.history, user_attrs=attrs))
             raise optuna.TrialPruned(result.reason)
-        values = [result.metric(m) for m in self.metrics]
         self._finish(
             trial,
             TrialOutcome(COMPLETE, values=values, model=result.model, history=result.history, user_attrs=attrs),

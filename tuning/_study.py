@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +149,19 @@ def trial_seed(space_seed: int | None, trial_number: int) -> int:
     return (space_seed * 1_000_003 + trial_number) % (2**31)
 
 
+def worth_testing(study: optuna.Study, values: Sequence[float], test_on: str) -> bool:
+    """Whether a trial that completed with objective ``values`` is evaluated on the test set (``study.test_on``).
+
+    ``best``: when it leads the study's complete trials (:func:`tuning.records.leads`), so the best model
+    always has its test accuracy and the test set is evaluated a handful of times, not once per trial;
+    ``all``: always. With workers in parallel, two that finish together may both be evaluated.
+    """
+    if test_on == "all":
+        return True
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return records.leads(values, (t.values for t in done), [d.name.lower() for d in study.directions])
+
+
 def worker_id() -> str:
     """``host:pid`` of this process, recorded on each trial so a crashed worker's trials can be recognised."""
     return f"{host_name()}:{os.getpid()}"
@@ -220,7 +234,7 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
         )
     stored = records.study_space(study) or {}
     new = space.to_dict()
-    changed = [k for k in ("data", "model", "train", "objective") if k in stored and stored.get(k) != new.get(k)]
+    changed = [k for k in ("data", "model", "train", "objective") if k in stored and _differs(stored[k], new.get(k))]
     before, now = _engine_of(stored.get("study")), _engine_of(new.get("study"))
     if "study" in stored and before != now:  # KerasTuner's saved state would silently keep the old tuner
         raise user_error(
@@ -236,6 +250,23 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
             received=f"a space that changes {', '.join(changed)}",
             fix="pass --study-name NEW to start a new study, or restore the space the study was created with",
         )
+
+
+#: Keys that say how this machine trains, not what is searched: a study may mix them (``auto`` resolves per worker).
+_HOW_NOT_WHAT = ("precision",)
+
+
+def _differs(stored: Any, new: Any) -> bool:
+    """Whether a space section differs from the one a study was created with.
+
+    A key the stored section lacks was added to the toolkit later, with a default that keeps the old behaviour,
+    so it does not count; nor does ``train.precision`` (see :data:`_HOW_NOT_WHAT`): its default became ``auto``,
+    and workers on different hardware resolve ``auto`` differently anyway.
+    """
+    if not isinstance(stored, dict) or not isinstance(new, dict):
+        return stored != new
+    keys = set(stored) - set(_HOW_NOT_WHAT)
+    return {k: stored[k] for k in keys} != {k: new.get(k) for k in keys}
 
 
 def _engine_of(study_section: Any) -> tuple[str, Any]:

@@ -12,7 +12,8 @@ Trial user attributes (``trial.user_attrs``):
 ``train_seconds``      wall time of ``model.fit`` (float seconds)
 ``param_count``        the model's number of parameters (the ``params`` objective)
 ``history``            per-epoch metrics: ``{"loss": [...], "val_accuracy": [...], ...}``
-``test_accuracy``      accuracy on the held-out test set, completed trials only
+``test_accuracy``      accuracy on the held-out test set: completed trials that led the study when they
+                       finished (``study.test_on: best``, see :func:`leads`), or every one (``all``)
 ``reason``             why a trial was pruned or failed, in one sentence
 ``mlflow_run_id``      the MLflow run of this trial, when tracking is on
 ``seed``               the seed this trial's training used
@@ -54,7 +55,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # How a trial ended (or stands), in every table, tag and line the toolkit writes.
@@ -181,3 +182,33 @@ def best_so_far(values: Iterable[float | None], maximize: bool) -> list[float]:
             best = float(value)  # type: ignore[arg-type]
         running.append(best)
     return running
+
+
+def leads(values: Sequence[float], others: Iterable[Sequence[float] | None], directions: Sequence[str]) -> bool:
+    """Whether a trial's objective ``values`` lead the ``others`` (the values of earlier complete trials).
+
+    With one objective: it beats their best (:func:`improves`; a tie does not lead, as the best model kept is
+    the first of equals). With several: none of them dominates it (at least as good in every objective and
+    better in one). The runner evaluates the test set for the trials that lead (``study.test_on: best``).
+
+    Example:
+        >>> leads([0.9], [[0.8], [0.85]], ["maximize"]), leads([0.9], [[0.9]], ["maximize"])
+        (True, False)
+        >>> leads([0.9, 500.0], [[0.95, 400.0], [0.8, 100.0]], ["maximize", "minimize"])
+        False
+    """
+    maximize = [d == "maximize" for d in directions]
+    earlier = [list(v) for v in others if v is not None]
+    if len(values) == 1:
+        best = best_so_far((v[0] for v in earlier), maximize[0])
+        return improves(values[0], best[-1] if best else None, maximize[0])
+
+    def better_or_equal(a: float, b: float, up: bool) -> bool:
+        return a >= b if up else a <= b
+
+    def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+        return all(better_or_equal(x, y, up) for x, y, up in zip(a, b, maximize, strict=True)) and any(
+            x != y for x, y in zip(a, b, strict=True)
+        )
+
+    return not any(dominates(other, values) for other in earlier)

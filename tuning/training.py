@@ -161,9 +161,9 @@ def train(
                 metrics=["accuracy"],
             )
         watch = EpochWatch(config.train, data.chance_accuracy, on_epoch, on_train_begin=seeding.release)
-        x_train, y_train, x_val, y_val, x_test, y_test = _as_tensors(data)
+        x_train, y_train, x_val, y_val = _as_tensors(data)[:4]
         if _wants_one_hot(model):
-            y_train, y_val, y_test = (keras.ops.one_hot(y, data.num_classes) for y in (y_train, y_val, y_test))
+            y_train, y_val = (keras.ops.one_hot(y, data.num_classes) for y in (y_train, y_val))
         start = time.perf_counter()
         returned = (fit_fn or _fit)(
             model,
@@ -188,13 +188,28 @@ def train(
         reason=watch.reason,
         precision=precision,
     )
-    if result.state == records.COMPLETE and evaluate_test and len(data.x_test):
-        logs = model.evaluate(
-            x_test, y_test, batch_size=max(256, config.train.batch_size), verbose=0, return_dict=True
-        )
-        if "accuracy" in logs:
-            result.test_accuracy = float(logs["accuracy"])
+    if result.state == records.COMPLETE and evaluate_test:
+        result.test_accuracy = test_accuracy(model, data, batch_size=config.train.batch_size)
     return result
+
+
+def test_accuracy(model: keras.Model, data: Dataset, batch_size: int = 256) -> float | None:
+    """The accuracy of a trained ``model`` on ``data``'s test set; None without test images or an accuracy metric.
+
+    Evaluates in batches of at least 256 (inference needs no small batches). The runner calls it for the
+    trials that lead the study (``study.test_on``), once each.
+
+    Example:
+        >>> test_accuracy(result.model, dataset)  # doctest: +SKIP
+        0.9812
+    """
+    if not len(data.x_test):
+        return None
+    x_test, y_test = _as_tensors(data)[4:]
+    if _wants_one_hot(model):
+        y_test = import_keras().ops.one_hot(y_test, data.num_classes)
+    logs = model.evaluate(x_test, y_test, batch_size=max(256, batch_size), verbose=0, return_dict=True)
+    return float(logs["accuracy"]) if "accuracy" in logs else None
 
 
 def _fit(model: Any, *args: Any, **kwargs: Any) -> Any:
@@ -254,13 +269,14 @@ _WITH_MOMENTUM = ("sgd", "rmsprop")
 def make_optimizer(train: TrainConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
     """The Keras optimizer named by ``train.optimizer`` with ``train.learning_rate`` (and ``momentum``).
 
-    ``train.schedule: cosine`` decays the learning rate to 0 over ``train.epochs`` × ``steps_per_epoch`` steps.
+    The rate is ``train.scaled_learning_rate`` (``train.lr_scaling``). ``train.schedule: cosine`` decays it to 0
+    over ``train.epochs`` × ``steps_per_epoch`` steps.
     """
     from keras import optimizers
 
-    lr: Any = train.learning_rate
+    lr: Any = train.scaled_learning_rate
     if train.schedule == "cosine" and steps_per_epoch:
-        lr = optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=train.epochs * steps_per_epoch)
+        lr = optimizers.schedules.CosineDecay(lr, decay_steps=train.epochs * steps_per_epoch)
     name = train.optimizer
     if name not in OPTIMIZER_CLASSES:
         raise ConfigurationError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZER_CLASSES)}")
@@ -277,7 +293,7 @@ def _plateau(train: TrainConfig) -> list[Any]:
     import keras
 
     return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2,
-                                              min_lr=train.learning_rate / 64)]
+                                              min_lr=train.scaled_learning_rate / 64)]
 
 
 def objective_monitor(space: SearchSpace) -> tuple[str, str]:

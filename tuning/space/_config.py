@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,10 +62,26 @@ class TrainConfig:
     learning_rate: float = 1e-3
     momentum: float = 0.0  # sgd and rmsprop only
     schedule: str = "constant"  # constant | cosine | plateau: how the learning rate changes over the epochs
+    lr_scaling: str = "none"  # none | linear | sqrt: learning_rate scaled by batch_size / lr_reference_batch
+    lr_reference_batch: int = 128
     augmentation: Augmentation = field(default_factory=Augmentation)
-    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16 (auto: see tuning._precision)
     chance_epochs: int = 2  # stop a trial still at chance accuracy after this many epochs; 0 never
     early_stopping: int = 0  # patience in epochs on the objective metric; 0 never
+
+    @property
+    def scaled_learning_rate(self) -> float:
+        """The learning rate this trial trains at: ``learning_rate`` scaled to its batch size by ``lr_scaling``.
+
+        Example:
+            >>> TrainConfig(epochs=1, batch_size=512, learning_rate=1e-3, lr_scaling="linear").scaled_learning_rate
+            0.004
+            >>> TrainConfig(epochs=1, batch_size=512, learning_rate=1e-3, lr_scaling="sqrt").scaled_learning_rate
+            0.002
+        """
+        ratio = self.batch_size / self.lr_reference_batch
+        factor = {"linear": ratio, "sqrt": math.sqrt(ratio)}.get(self.lr_scaling, 1.0)
+        return self.learning_rate * factor
 
 
 @dataclass(frozen=True)

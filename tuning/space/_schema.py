@@ -77,6 +77,7 @@ DATASETS = _data.DATASETS
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "tanh", "sigmoid", "swish", "leaky_relu", "softplus")
 OPTIMIZERS = tuple(_training.OPTIMIZER_CLASSES)
 SCHEDULES = ("constant", "cosine", "plateau")
+LR_SCALINGS = ("none", "linear", "sqrt")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "params", "train_seconds")
 DIRECTIONS = ("maximize", "minimize")
@@ -84,6 +85,7 @@ SAMPLERS = tuple(_study.SAMPLER_CLASSES)
 PRUNERS = tuple(_study.PRUNER_CLASSES)
 ENGINES = ("optuna", "keras_tuner")
 TUNERS = ("hyperband", "random", "bayesian")
+TEST_ON = ("best", "all")
 
 SECTIONS = ("data", "model", "train", "objective", "study")
 
@@ -120,10 +122,15 @@ TRAIN: dict[str, Key] = {
     "schedule": Key("str", "constant", choices=SCHEDULES,
                     doc="learning rate over the epochs: constant, cosine decay to 0 at the last epoch, or halved "
                         "when val_loss stops improving (plateau)"),
+    "lr_scaling": Key("str", "none", choices=LR_SCALINGS, searchable=False,
+                      doc="learning_rate is the rate at lr_reference_batch; other batch sizes train at it times "
+                          "batch/reference (linear) or its square root (sqrt); none = as given"),
+    "lr_reference_batch": Key("int", 128, low=1, searchable=False,
+                              doc="the batch size learning_rate is meant for when lr_scaling is not none"),
     # "augmentation" is a nested section: see AUGMENTATION.
-    "precision": Key("str", "float32", choices=PRECISIONS, searchable=False,
-                     doc="Keras dtype policy; auto = mixed_bfloat16 on AMX CPUs and bf16 GPUs, mixed_float16 on "
-                         "older GPUs, float32 otherwise"),
+    "precision": Key("str", "auto", choices=PRECISIONS, searchable=False,
+                     doc="Keras dtype policy; auto = mixed_bfloat16 on CPUs with bfloat16 instructions (AMX, "
+                         "AVX-512 BF16) and bf16 GPUs, mixed_float16 on older GPUs, float32 otherwise"),
     "chance_epochs": Key("int", 2, low=0, searchable=False,
                          doc="prune a trial still at chance accuracy after this many epochs; 0 = never"),
     "early_stopping": Key("int", 0, low=0, searchable=False,
@@ -147,10 +154,13 @@ STUDY: dict[str, Key] = {
                                     doc="stop the study after this many failed trials in a row"),
     "storage": Key("str", None, searchable=False, nullable=True,
                    doc="Optuna storage URL; default sqlite:///mlruns/optuna.db"),
+    "test_on": Key("str", "best", choices=TEST_ON, searchable=False,
+                   doc="which completed trials are evaluated on the test set: best = each one that beats the "
+                       "study's best so far (the best model always has its test accuracy), all = every one"),
 }
 STUDY_SPECIAL = ("sampler", "pruner", "tuner", "enqueue")
 STUDY_ORDER = ("name", "engine", "sampler", "pruner", "tuner", "n_trials", "timeout", "seed", "n_jobs",
-               "max_consecutive_failures", "storage", "enqueue")
+               "max_consecutive_failures", "storage", "test_on", "enqueue")
 
 #: The options of each KerasTuner tuner (``study.tuner``) under ``study.engine: keras_tuner``; the tuner's
 #: ``max_trials`` is ``n_trials``, its ``seed`` the study's, Hyperband's ``max_epochs`` ``train.epochs``' upper bound.

@@ -60,6 +60,7 @@ class StudySpec:
     n_jobs: int = 1
     max_consecutive_failures: int = 5
     storage: str | None = None
+    test_on: str = "best"  # best | all: which completed trials are evaluated on the test set
     enqueue: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,5 +81,6 @@ class StudySpec:
             "n_jobs": self.n_jobs,
             "max_consecutive_failures": self.max_consecutive_failures,
             "storage": self.storage,
+            "test_on": self.test_on,
             "enqueue": [dict(e) for e in self.enqueue],
         }

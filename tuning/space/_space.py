@@ -255,6 +255,8 @@ class SearchSpace:
             learning_rate=value("train.learning_rate"),
             momentum=value("train.momentum"),
             schedule=value("train.schedule"),
+            lr_scaling=value("train.lr_scaling"),
+            lr_reference_batch=value("train.lr_reference_batch"),
             augmentation=Augmentation(
                 rotation=value("train.augmentation.rotation"),
                 shift=value("train.augmentation.shift"),
