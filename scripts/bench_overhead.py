@@ -143,7 +143,7 @@ def space(sizes: list[int], epochs: int, name: str) -> dict[str, Any]:
         "data": {"dataset": "mnist"},
         "model": {"family": "mlp", "depth": 2, "width": sizes, "dropout": 0.0, "activation": "relu"},
         "train": {"epochs": epochs, "batch_size": BATCH_SIZE, "optimizer": "adam", "learning_rate": LEARNING_RATE,
-                  "chance_epochs": 0},
+                  "schedule": "constant", "chance_epochs": 0},  # the bare loop's constant rate
         "objective": "val_accuracy",
         "study": {"name": name, "sampler": "random", "pruner": "none", "n_trials": len(sizes), "seed": SEED,
                   "enqueue": [{"model.width": w} for w in sizes]},

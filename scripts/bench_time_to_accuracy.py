@@ -3,11 +3,14 @@
 Contenders (each a fresh process, each with the same wall-clock budget, default 300 s):
 
 - ``toolkit``: ``tuning.run`` with the space below and the toolkit's defaults for everything the space leaves
-  unset (sampler, pruner, ``train.precision: auto``), tracking on (its default), in a temporary folder;
-- ``optuna_tpe``: the same through the toolkit, set as plain Optuna and Keras run: TPE, the median pruner and
-  float32 set explicitly;
-- ``tpe_hyperband``: TPE, Optuna's Hyperband pruner (epochs as the resource, 1 to 6) and float32 set explicitly;
+  unset (sampler, pruner, ``train.precision: auto``, ``train.schedule: cosine``), tracking on (its default), in
+  a temporary folder;
+- ``optuna_tpe``: the same through the toolkit, set as plain Optuna and Keras run: TPE, the median pruner,
+  float32 and a constant learning rate set explicitly;
+- ``tpe_hyperband``: TPE, Optuna's Hyperband pruner (epochs as the resource, 1 to 6), float32 and a constant
+  learning rate set explicitly;
 - ``tpe_startup5``: the toolkit's defaults, but TPE models the trials after 5 random ones instead of 10;
+- ``toolkit_constant``: the toolkit's defaults, but a constant learning rate instead of the cosine decay;
 - ``kt_hyperband``, ``kt_bayesian``, ``kt_random``: KerasTuner's ``Hyperband`` (``max_epochs`` 6, factor 3),
   ``BayesianOptimization`` and ``RandomSearch`` on the equivalent ``build(hp)``, run as KerasTuner's users run
   them (``tuner.search``), not through the toolkit.
@@ -43,14 +46,17 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTENDERS = ("toolkit", "optuna_tpe", "tpe_hyperband", "tpe_startup5", "kt_hyperband", "kt_bayesian",
-              "kt_random")
+CONTENDERS = ("toolkit", "optuna_tpe", "tpe_hyperband", "tpe_startup5", "toolkit_constant", "kt_hyperband",
+              "kt_bayesian", "kt_random")
 #: The toolkit contenders that set some of what the toolkit's defaults choose: each one's ``study`` and
 #: ``train`` entries (the rest of the space is the same for all).
 EXPLICIT: dict[str, dict[str, dict[str, Any]]] = {
-    "optuna_tpe": {"study": {"sampler": "tpe", "pruner": "median"}, "train": {"precision": "float32"}},
-    "tpe_hyperband": {"study": {"sampler": "tpe", "pruner": "hyperband"}, "train": {"precision": "float32"}},
+    "optuna_tpe": {"study": {"sampler": "tpe", "pruner": "median"},
+                   "train": {"precision": "float32", "schedule": "constant"}},
+    "tpe_hyperband": {"study": {"sampler": "tpe", "pruner": "hyperband"},
+                      "train": {"precision": "float32", "schedule": "constant"}},
     "tpe_startup5": {"study": {"sampler": {"type": "tpe", "n_startup_trials": 5}}},
+    "toolkit_constant": {"train": {"schedule": "constant"}},
 }
 TARGETS = (0.97, 0.98, 0.985)
 MAX_EPOCHS = 6

@@ -115,7 +115,7 @@ def space_of(story: Story, *, quick: bool, seeds: int | None) -> dict[str, Any]:
         ('reproduce_quick_tf_tutorial', 1, 1)
     """
     data: dict[str, Any] = {"dataset": "mnist", "validation_split": 0.1, **story.data}
-    train = dict(story.train)
+    train = {"schedule": "constant", **story.train}  # every story trained at a constant rate
     n = seeds or story.seeds
     if quick:
         data.update(train_size=1000, test_size=1000)

@@ -121,7 +121,8 @@ def test_build_fn_escape_hatch(mnist_dir: str | None) -> None:
                                  keras.layers.Dense(10, activation="softmax")])
 
     ds = data.load("mnist", path=mnist_dir, train_size=300, validation_split=0.2, test_size=100)
-    cfg = TrialConfig(ModelConfig("mlp", 1, (999,)), TrainConfig(epochs=1, learning_rate=0.003), {"units": 24})
+    cfg = TrialConfig(ModelConfig("mlp", 1, (999,)), TrainConfig(epochs=1, learning_rate=0.003, schedule="constant"),
+                      {"units": 24})  # a constant rate stays readable on the optimizer after training
     result = train(cfg, ds, seed=0, build_fn=build_fn)
     assert seen == [cfg]
     assert result.state == "complete" and result.param_count == 784 * 24 + 24 + 24 * 10 + 10

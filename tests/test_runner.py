@@ -97,19 +97,27 @@ def test_enqueue_resume_and_changed_space(workdir: Path) -> None:
 
 def test_a_study_from_an_older_toolkit_resumes_and_a_changed_space_is_still_refused(workdir: Path) -> None:
     storage = storage_of(workdir)
-    tuning.run(tiny_space(train={"precision": "float32"}, study={"name": "older", "n_trials": 1}), storage=storage,
+    older_defaults = {"precision": "float32", "schedule": "constant"}  # both defaults changed since
+    tuning.run(tiny_space(train=older_defaults, study={"name": "older", "n_trials": 1}), storage=storage,
                tracking=False)
-    # What an older toolkit stored: float32 as the default precision (now auto), no key added since (schedule).
+    # What an older toolkit stored: no key added since (lr_scaling).
     study = optuna.load_study(study_name="older", storage=storage)
     stored = records.study_space(study)
-    del stored["train"]["schedule"]
+    del stored["train"]["lr_scaling"]
     study._storage.set_study_system_attr(study._study_id, records.SPACE_SYSTEM_ATTR, stored)
 
-    resumed = tuning.run(tiny_space(study={"name": "older", "n_trials": 2}), storage=storage, tracking=False)
+    # The schedule's default is now cosine: that changes what trials train, so the message names the key.
+    with pytest.raises(UserInputError) as info:
+        tuning.run(tiny_space(study={"name": "older", "n_trials": 2}), storage=storage, tracking=False)
+    assert "train.schedule: the study's 'constant', now 'cosine'" in str(info.value)
+    assert "precision" not in str(info.value) and "lr_scaling" not in str(info.value)
+    # Setting it back resumes, under the new default precision (auto: how this machine trains, not what).
+    resumed = tuning.run(tiny_space(train={"schedule": "constant"}, study={"name": "older", "n_trials": 2}),
+                         storage=storage, tracking=False)
     assert [t.state for t in resumed.trials] == [TrialState.COMPLETE] * 2
     with pytest.raises(UserInputError, match="different train section"):
-        tuning.run(tiny_space(train={"batch_size": 32}, study={"name": "older", "n_trials": 3}), storage=storage,
-                   tracking=False)
+        tuning.run(tiny_space(train={"schedule": "constant", "batch_size": 32}, study={"name": "older", "n_trials": 3}),
+                   storage=storage, tracking=False)
 
 
 def test_multi_objective_val_accuracy_and_params(workdir: Path) -> None:

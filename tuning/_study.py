@@ -234,7 +234,9 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
         )
     stored = records.study_space(study) or {}
     new = space.to_dict()
-    changed = [k for k in ("data", "model", "train", "objective") if k in stored and _differs(stored[k], new.get(k))]
+    changed = {k: _differences(k, stored[k], new.get(k)) for k in ("data", "model", "train", "objective")
+               if k in stored}
+    changed = {k: lines for k, lines in changed.items() if lines}
     before, now = _engine_of(stored.get("study")), _engine_of(new.get("study"))
     if "study" in stored and before != now:  # KerasTuner's saved state would silently keep the old tuner
         raise user_error(
@@ -247,8 +249,9 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
         raise user_error(
             f"study {study.study_name!r} already exists with a different {' and '.join(changed)} section; "
             "resuming it would mix trials of two spaces",
-            received=f"a space that changes {', '.join(changed)}",
-            fix="pass --study-name NEW to start a new study, or restore the space the study was created with",
+            received="; ".join(line for lines in changed.values() for line in lines),
+            fix="pass --study-name NEW to start a new study, or restore the space the study was created with "
+                "(set each key above to the study's value: a key you did not write may have a new default)",
         )
 
 
@@ -256,17 +259,21 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
 _HOW_NOT_WHAT = ("precision",)
 
 
-def _differs(stored: Any, new: Any) -> bool:
-    """Whether a space section differs from the one a study was created with.
+def _differences(section: str, stored: Any, new: Any) -> list[str]:
+    """How a space section differs from the one a study was created with, one ``key: study's → now`` per key.
 
     A key the stored section lacks was added to the toolkit later, with a default that keeps the old behaviour,
     so it does not count; nor does ``train.precision`` (see :data:`_HOW_NOT_WHAT`): its default became ``auto``,
     and workers on different hardware resolve ``auto`` differently anyway.
+
+    Example:
+        >>> _differences("train", {"epochs": 3, "schedule": "constant"}, {"epochs": 3, "schedule": "cosine", "x": 1})
+        ["train.schedule: the study's 'constant', now 'cosine'"]
     """
     if not isinstance(stored, dict) or not isinstance(new, dict):
-        return stored != new
-    keys = set(stored) - set(_HOW_NOT_WHAT)
-    return {k: stored[k] for k in keys} != {k: new.get(k) for k in keys}
+        return [] if stored == new else [f"{section}: the study's {stored!r}, now {new!r}"]
+    return [f"{section}.{key}: the study's {stored[key]!r}, now {new.get(key)!r}"
+            for key in sorted(set(stored) - set(_HOW_NOT_WHAT)) if stored[key] != new.get(key)]
 
 
 def _engine_of(study_section: Any) -> tuple[str, Any]:

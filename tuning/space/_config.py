@@ -61,7 +61,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop | nadam | adagrad
     learning_rate: float = 1e-3
     momentum: float = 0.0  # sgd and rmsprop only
-    schedule: str = "constant"  # constant | cosine | plateau: how the learning rate changes over the epochs
+    schedule: str = "cosine"  # cosine | constant | plateau: how the learning rate changes over the epochs
     lr_scaling: str = "none"  # none | linear | sqrt: learning_rate scaled by batch_size / lr_reference_batch
     lr_reference_batch: int = 128
     augmentation: Augmentation = field(default_factory=Augmentation)

@@ -119,8 +119,8 @@ TRAIN: dict[str, Key] = {
     "optimizer": Key("str", "adam", choices=OPTIMIZERS, doc="Keras optimizer"),
     "learning_rate": Key("float", 1e-3, low=0, low_open=True, doc="learning rate"),
     "momentum": Key("float", 0.0, low=0, high=1, high_open=True, doc="momentum (sgd, rmsprop only)"),
-    "schedule": Key("str", "constant", choices=SCHEDULES,
-                    doc="learning rate over the epochs: constant, cosine decay to 0 at the last epoch, or halved "
+    "schedule": Key("str", "cosine", choices=SCHEDULES,
+                    doc="learning rate over the epochs: cosine decay to 0 at the last epoch, constant, or halved "
                         "when val_loss stops improving (plateau)"),
     "lr_scaling": Key("str", "none", choices=LR_SCALINGS, searchable=False,
                       doc="learning_rate is the rate at lr_reference_batch; other batch sizes train at it times "
