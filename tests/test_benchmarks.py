@@ -65,3 +65,22 @@ def test_bench_throughput_prints_images_per_second_against_the_tutorial_setup(
     assert re.search(r"train\.precision auto → (float32|mixed_bfloat16|mixed_float16) \(auto: ", done.stdout)
     assert re.search(r"^bare +\d+ +1\.00x +\d+\.\d% \(float32\)$", done.stdout, re.MULTILINE), done.stdout
     assert re.search(r"^toolkit-auto-256 +\d+ +\d+\.\d\dx", done.stdout, re.MULTILINE), done.stdout
+
+
+def test_bench_throughput_races_the_tutorial_setup_to_a_test_accuracy(mnist_dir: str | None, tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "scripts" / "bench_throughput.py"), "--to-accuracy", "0.5",
+               "--max-epochs", "2", "--images", "3000"]
+    if mnist_dir:
+        command += ["--data-dir", mnist_dir]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=subprocess_env(mnist_dir, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2970 training images, 10000 test images; target test accuracy 50.00%" in done.stdout, done.stdout
+    for name in ("tutorial", "toolkit"):
+        epochs = re.findall(rf"^{name} +epoch (\d): +\d+\.\d s, test accuracy (0\.\d{{4}})$", done.stdout, re.MULTILINE)
+        assert [int(n) for n, _ in epochs] == list(range(1, len(epochs) + 1)) and 1 <= len(epochs) <= 2, done.stdout
+        # it stops at the first epoch that reaches the target
+        assert all(float(a) < 0.5 for _, a in epochs[:-1]), done.stdout
+        assert re.search(rf"^{name} +seconds to 50\.00%: (\d+\.\d|not in 2 epochs)$", done.stdout, re.MULTILINE)
+    assert re.search(r"^ratio \(tutorial / toolkit\) at equal test accuracy: (\d+\.\d\dx|- \(a setup did not reach)",
+                     done.stdout, re.MULTILINE), done.stdout
