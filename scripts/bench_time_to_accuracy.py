@@ -229,14 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
     folder = Path(tempfile.mkdtemp(prefix="bench_tta_logs_"))
     print(f"budget {args.budget:g} s per contender and seed; seeds {args.seeds}; logs in {folder}")
-    header = "contender      seed  trials  epochs    best   s→97%   s→98%  s→98.5%"
+    header = "contender        seed  trials  epochs    best   s→97%   s→98%  s→98.5%"
     print(header)
     results: list[dict[str, Any]] = []
     for seed in args.seeds:
         for name in names:
             r = measure(name, seed, args.budget, args.data_dir, folder)
             results.append(r)
-            print(f"{name:<14} {seed:>4}  {r['trials']:>6}  {r['epochs']:>6}  {r['best']:.4f} "
+            print(f"{name:<16} {seed:>4}  {r['trials']:>6}  {r['epochs']:>6}  {r['best']:.4f} "
                   + " ".join(_fmt(r["reached"][t]) for t in TARGETS), flush=True)
     print("\nmedians over seeds (a target not reached counts as the budget)")
     print(header.replace("seed  ", "      "))
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         times = {t: statistics.median(r["reached"][t] or args.budget for r in mine) for t in TARGETS}
         reached = {t: sum(r["reached"][t] is not None for r in mine) for t in TARGETS}
         medians[name] = times[0.98]
-        print(f"{name:<14}       {statistics.median(r['trials'] for r in mine):>6g}  "
+        print(f"{name:<16}       {statistics.median(r['trials'] for r in mine):>6g}  "
               f"{statistics.median(r['epochs'] for r in mine):>6g}  "
               f"{statistics.median(r['best'] for r in mine):.4f} "
               + " ".join(f"{times[t]:7.1f}" for t in TARGETS)
