@@ -250,8 +250,8 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
             f"study {study.study_name!r} already exists with a different {' and '.join(changed)} section; "
             "resuming it would mix trials of two spaces",
             received="; ".join(line for lines in changed.values() for line in lines),
-            fix="pass --study-name NEW to start a new study, or restore the space the study was created with "
-                "(set each key above to the study's value: a key you did not write may have a new default)",
+            fix="pass --study-name NEW to start a new study, or set each key listed to the study's value "
+                "(a key you did not write may have a new default)",
         )
 
 
