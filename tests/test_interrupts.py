@@ -316,6 +316,33 @@ def test_the_heartbeat_path_and_the_dead_worker_path_do_not_both_retry(tmp_path:
         assert states == [TrialState.FAIL, TrialState.WAITING], (first, states)
 
 
+@pytest.mark.slow
+def test_a_stale_trial_is_failed_with_its_reason_by_tuning_never_by_optuna_s_own_check(
+    tmp_path: Path, mnist_dir: str | None
+) -> None:
+    # Reproduction: with workers on two machines, Optuna's own fail_stale_trials (run before each ask()) raced
+    # recover() and now and then failed a dead worker's trial with no reason recorded.
+    space = tuning.SearchSpace.from_dict(tiny_space(study={"name": "stale", "n_trials": 1, "seed": 0}))
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    options: dict[str, Any] = dict(storage=url, tracking=False, heartbeat_interval=1, grace_period=1,
+                                   data_dir=mnist_dir, verbose=False)
+    study = tuning.run(space, **options)  # a worker's study, as its trials see it
+    lost = study.ask()  # a trial of a worker on another machine, which then dies
+    space.suggest(lost)
+    lost.set_user_attr(records.WORKER, "machine-b:4242")
+    study._storage.record_heartbeat(lost._trial_id)
+    time.sleep(2.5)  # its heartbeat goes stale
+
+    optuna.storages.fail_stale_trials(study)  # what Optuna does in this worker before its next ask()
+    assert study._storage.get_trial(lost._trial_id).state == TrialState.RUNNING  # left to tuning's recovery
+
+    trials = tuning.run(space, n_trials=2, **options).get_trials()
+    assert trials[lost.number].state == TrialState.FAIL
+    assert trials[lost.number].user_attrs[records.REASON] == _recovery.heartbeat_reason(1, "machine-b:4242")
+    (retry,) = [t for t in trials if t.user_attrs.get(_recovery.RETRY_OF) == lost.number]
+    assert retry.params == lost.params and retry.state == TrialState.COMPLETE
+
+
 # ---------------------------------------------------------------------------------------------- a signal in a finalizer
 
 

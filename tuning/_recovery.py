@@ -9,8 +9,8 @@ and ends the trial's MLflow run as KILLED:
    crashed)"``. A user who restarts a killed study straight away sees no stale RUNNING trial.
 2. **A stale heartbeat, on any machine** (RDB storages): no heartbeat for longer than the grace period
    (``tuning._study.GRACE_PERIOD``, 90 s; beats every ``HEARTBEAT_INTERVAL``, 30 s): ``"no heartbeat for more
-   than 90 s from its worker <host:pid> ..."``. Optuna's own ``fail_stale_trials`` (run before each trial) may
-   win the race; the storage's :class:`StaleTrialCallback` then queues the retry and ends the run.
+   than 90 s from its worker <host:pid> ..."``. Optuna's own ``fail_stale_trials``, run before each ``ask()``,
+   records no reason: :func:`take_over_stale_trials` leaves every stale trial to :func:`recover`.
 3. **No worker and no heartbeat**: a trial RUNNING for longer than the grace period whose process died between
    Optuna's ``ask()`` and recording its worker (:data:`NO_WORKER_REASON`). Its start time is the asking host's
    clock: keep the machines' clocks in sync (NTP) to within the grace period.
@@ -49,7 +49,6 @@ __all__ = [
     "NO_WORKER_REASON",
     "RETRY_HISTORY",
     "RETRY_OF",
-    "StaleTrialCallback",
     "dead_worker_reason",
     "end_dead_runs",
     "heartbeat_reason",
@@ -58,6 +57,7 @@ __all__ = [
     "reconcile_runs",
     "recover",
     "recover_dead_workers",
+    "take_over_stale_trials",
 ]
 
 log = logging.getLogger("tuning")
@@ -188,22 +188,28 @@ def heartbeat_reason(grace_period: int, worker: Any) -> str:
 NO_WORKER_REASON = "its worker died before it started training (no worker and no heartbeat recorded)"
 
 
-class StaleTrialCallback:
-    """Optuna's ``heartbeat_stale_trial_callback``: queue the stale trial's configuration once, end its run.
+#: Where :func:`take_over_stale_trials` keeps the storage's own stale-trial query, for :func:`recover`.
+_STALE_QUERY = "_tuning_stale_trial_ids"
 
-    Optuna calls it in whichever process failed a stale trial (``optuna.storages.fail_stale_trials``, run before
-    every trial), on any machine. It replaces ``RetryHeartbeatStaleTrialCallback`` and shares its record of
-    retries; it also ends the trial's MLflow run as KILLED when a tracking URI is known.
+
+def take_over_stale_trials(storage: Any) -> None:
+    """Make :func:`recover` the only path that fails the trials whose heartbeat went stale.
+
+    Optuna fails them too, before every ``ask()`` (``optuna.storages.fail_stale_trials``), but records no
+    reason. With workers on several machines the two paths race, and a trial that Optuna's check failed said
+    nothing about why. After this call Optuna's check finds no stale trial; :func:`recover`, which runs before
+    every trial as well (``tuning._gate``), asks the storage's own query, kept here. Call it after
+    :func:`tuning._reconnect.ride_out_restarts`, so that the kept query rides out a database restart.
 
     Example:
-        >>> storage.heartbeat_stale_trial_callback = StaleTrialCallback("http://mlflow:5000")  # doctest: +SKIP
+        >>> take_over_stale_trials(storage)  # doctest: +SKIP
+        >>> optuna.storages.fail_stale_trials(study)  # fails nothing now: recover() will  # doctest: +SKIP
     """
-
-    def __init__(self, tracking_uri: str | None = None) -> None:
-        self.tracking_uri = tracking_uri
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        _after_fail(study, trial, self.tracking_uri)
+    backend = getattr(storage, "_backend", storage)  # Optuna's cache delegates the query to the RDB storage
+    if not isinstance(backend, BaseHeartbeat) or hasattr(backend, _STALE_QUERY):
+        return
+    setattr(backend, _STALE_QUERY, backend._get_stale_trial_ids)
+    backend._get_stale_trial_ids = lambda study_id: []
 
 
 def recover(study: optuna.Study, *, tracking_uri: str | None = None, grace_period: int | None = None) -> list[int]:
@@ -227,7 +233,7 @@ def recover(study: optuna.Study, *, tracking_uri: str | None = None, grace_perio
     host = host_name()
     stale_ids: set[int] = set()
     if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None:
-        stale_ids = set(storage._get_stale_trial_ids(study._study_id))
+        stale_ids = set(getattr(backend, _STALE_QUERY, backend._get_stale_trial_ids)(study._study_id))
     now = datetime.datetime.now()
     failed: list[int] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

@@ -164,9 +164,9 @@ def run(
     study = _study.create_or_load(space, storage_obj, name, sampler, pruner)
     _reconnect.ride_out_restarts(storage_obj)  # from now on a database restart is waited out, not bad input
     tracking_uri_used = tracker.tracking_uri if tracker is not None else None
-    # Trials of dead workers (this host at once, others by heartbeat): failed, re-run once, their runs KILLED.
-    stale_callback = _recovery.StaleTrialCallback(tracking_uri_used)
-    storage_obj.heartbeat_stale_trial_callback = storage_obj.failed_trial_callback = stale_callback
+    # Trials of dead workers (this host at once, others by heartbeat): failed with their reason, re-run once,
+    # their runs KILLED; by recover() only, here and before every trial (Optuna's own check records no reason).
+    _recovery.take_over_stale_trials(storage_obj)
     _recovery.recover(study, tracking_uri=tracking_uri_used, grace_period=heartbeat["grace_period"])
     if tracking_uri_used:
         _recovery.reconcile_runs(tracking_uri_used, study, grace_period=heartbeat["grace_period"])
