@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from optuna.trial import TrialState
 
 import tuning
 from tuning import _recovery, _study, records
+from tuning._gate import StudyLock
 from tuning.observers import StudyObserver, TrialOutcome
 
 PYTHON = sys.executable
@@ -314,6 +316,24 @@ def test_the_heartbeat_path_and_the_dead_worker_path_do_not_both_retry(tmp_path:
             optuna.storages.fail_stale_trials(study)
         states = [t.state for t in study.get_trials()]
         assert states == [TrialState.FAIL, TrialState.WAITING], (first, states)
+
+
+@pytest.mark.slow
+def test_a_dead_trial_is_failed_and_its_retry_queued_in_one_step_under_the_study_s_lock(tmp_path: Path) -> None:
+    # Reproduction (three workers on PostgreSQL): a worker failed a dead trial, and before it queued the retry
+    # another worker, counting under the study's lock, saw the place freed and started a new trial instead;
+    # the study reached its total with the retry left WAITING, never run.
+    study, _ = _study_with_running_trial(f"sqlite:///{tmp_path}/o.db", f"{socket.gethostname()}:{_dead_pid()}")
+    recovering = threading.Thread(
+        target=_recovery.recover, args=(study,), kwargs={"lock": StudyLock(study._storage, study.study_name)}
+    )
+    with StudyLock(study._storage, study.study_name):  # another worker counts the trials and creates its own
+        recovering.start()
+        recovering.join(timeout=2)
+        assert recovering.is_alive()  # waiting for the lock, the dead trial untouched
+        assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
+    recovering.join()
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
 
 
 @pytest.mark.slow

@@ -51,7 +51,9 @@ class StudyLock:
     PostgreSQL: a session advisory lock keyed by the study's name, on its own connection (workers on any
     machine). SQLite: an exclusive ``flock`` on the database's folder (workers on this machine). Other
     storages: only the threads of this process take turns. A lock that cannot be taken (the database server is
-    restarting) is skipped with a debug line: the trial's own ``ask()`` then waits out the restart.
+    restarting) is skipped with a debug line: the trial's own ``ask()`` then waits out the restart. Crash
+    recovery takes it too, to fail a dead worker's trial and queue its retry as one step
+    (:func:`tuning._recovery.recover`).
 
     Example:
         >>> lock = StudyLock(study._storage, "mnist_quick")       # doctest: +SKIP
@@ -83,6 +85,13 @@ class StudyLock:
             self._holder = None
             self._threads.release()
             raise
+
+    def __enter__(self) -> StudyLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def release(self) -> None:
         """Release the lock if this thread holds it (a no-op otherwise, so it may be called on every path)."""
@@ -186,7 +195,7 @@ class TotalGate:
         """
         waited = False
         while True:
-            _recovery.recover(study, tracking_uri=self.tracking_uri, grace_period=self.grace_period)
+            _recovery.recover(study, tracking_uri=self.tracking_uri, grace_period=self.grace_period, lock=self.lock)
             if claim and self.lock is not None:
                 self.lock.acquire()
             try:

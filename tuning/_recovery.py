@@ -31,11 +31,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import socket
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import optuna
@@ -92,11 +94,12 @@ def dead_worker_reason(pid: int) -> str:
     return f"the worker process {pid} died (killed or crashed)"
 
 
-def recover_dead_workers(study: optuna.Study) -> list[FrozenTrial]:
+def recover_dead_workers(study: optuna.Study, lock: AbstractContextManager | None = None) -> list[FrozenTrial]:
     """Fail the RUNNING trials of dead worker processes on this host and queue each configuration once.
 
     Trials of other hosts, and of processes that are still alive, are left alone (the heartbeat handles the
     former). Safe when several workers start at once: a trial is failed and retried by one of them only.
+    ``lock``: the study's lock (see :func:`recover`).
 
     Example:
         >>> recovered = recover_dead_workers(study)  # doctest: +SKIP
@@ -107,17 +110,12 @@ def recover_dead_workers(study: optuna.Study) -> list[FrozenTrial]:
         The trials this call failed, as they are now in the storage.
     """
     host = host_name()
-    recovered: list[FrozenTrial] = []
+    dead = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = _dead_local_pid(trial.user_attrs.get(records.WORKER), host)
-        if pid is None:
-            continue
-        failed = _fail(study, trial, dead_worker_reason(pid))
-        if failed is None:
-            continue
-        recovered.append(failed)
-        _after_fail(study, failed, None)
-    return recovered
+        if pid is not None:
+            dead.append((trial, dead_worker_reason(pid)))
+    return _fail_and_queue(study, dead, lock, None)
 
 
 def _dead_local_pid(worker: Any, host: str) -> int | None:
@@ -212,13 +210,24 @@ def take_over_stale_trials(storage: Any) -> None:
     backend._get_stale_trial_ids = lambda study_id: []
 
 
-def recover(study: optuna.Study, *, tracking_uri: str | None = None, grace_period: int | None = None) -> list[int]:
+def recover(
+    study: optuna.Study,
+    *,
+    tracking_uri: str | None = None,
+    grace_period: int | None = None,
+    lock: AbstractContextManager | None = None,
+) -> list[int]:
     """Fail every RUNNING trial whose worker is gone, queue each configuration once, end its MLflow run as KILLED.
 
     Three kinds, each failed with its own reason before the state changes (a finished trial's attributes are
     frozen): a dead local process (at once), a stale heartbeat (any machine), and a trial RUNNING without a
     worker and without a heartbeat for longer than the grace period (its process died between ``ask()`` and
     recording itself). Safe to call from many workers at once: one of them wins each trial.
+
+    ``lock`` is the study's lock (``tuning._gate.StudyLock``), under which workers count the trials and create
+    theirs. A dead trial is failed and its retry queued while holding it, so that a worker counting never sees
+    the place a dead trial freed without the retry that is to take it (it would start a new trial instead, and
+    the study could reach its total with the retry never run).
 
     Example:
         >>> recover(study, tracking_uri="http://127.0.0.1:5000", grace_period=90)  # doctest: +SKIP
@@ -235,7 +244,7 @@ def recover(study: optuna.Study, *, tracking_uri: str | None = None, grace_perio
     if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None:
         stale_ids = set(getattr(backend, _STALE_QUERY, backend._get_stale_trial_ids)(study._study_id))
     now = datetime.datetime.now()
-    failed: list[int] = []
+    dead: list[tuple[FrozenTrial, str]] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(records.WORKER)
         pid = _dead_local_pid(worker, host)
@@ -252,11 +261,35 @@ def recover(study: optuna.Study, *, tracking_uri: str | None = None, grace_perio
             reason = NO_WORKER_REASON
         else:
             continue
-        done = _fail(study, trial, reason)
-        if done is not None:
-            _after_fail(study, done, tracking_uri)
-            failed.append(done.number)
-    return failed
+        dead.append((trial, reason))
+    return [t.number for t in _fail_and_queue(study, dead, lock, tracking_uri)]
+
+
+def _fail_and_queue(
+    study: optuna.Study, dead: list[tuple[FrozenTrial, str]], lock: AbstractContextManager | None,
+    tracking_uri: str | None,
+) -> list[FrozenTrial]:
+    """Fail each dead trial with its reason and queue its configuration once, under ``lock``; then end the
+    MLflow runs of those this worker failed (outside the lock: a slow tracking server holds up no other
+    worker) and say so once. Returns those trials, as they are now in the storage."""
+    if not dead:
+        return []  # the common case takes no lock
+    done: list[tuple[FrozenTrial, int | None]] = []
+    with lock if lock is not None else contextlib.nullcontext():
+        for trial, reason in dead:
+            failed = _fail(study, trial, reason)
+            if failed is not None:
+                done.append((failed, _queue_retry(study, failed)))
+    for failed, retry in done:
+        if tracking_uri:
+            end_dead_runs(tracking_uri, [failed])
+        log.warning(
+            "trial %d was left running by a worker that is gone (%s): recorded as failed%s",
+            failed.number,
+            failed.user_attrs.get(records.REASON),
+            f"; its configuration runs again as trial {retry}" if retry is not None else "",
+        )
+    return [failed for failed, _ in done]
 
 
 def _fail(study: optuna.Study, trial: FrozenTrial, reason: str) -> FrozenTrial | None:
@@ -267,21 +300,8 @@ def _fail(study: optuna.Study, trial: FrozenTrial, reason: str) -> FrozenTrial |
         if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             return None
     except optuna.exceptions.UpdateFinishedTrialError:
-        return None  # another worker (or Optuna's heartbeat check) failed it a moment ago, and owns its retry
+        return None  # another worker failed it a moment ago, and owns its retry
     return storage.get_trial(trial._trial_id)
-
-
-def _after_fail(study: optuna.Study, failed: FrozenTrial, tracking_uri: str | None) -> None:
-    """What the worker that failed a dead trial does next: queue it once, end its run, say so once."""
-    retry = _queue_retry(study, failed)
-    if tracking_uri:
-        end_dead_runs(tracking_uri, [failed])
-    log.warning(
-        "trial %d was left running by a worker that is gone (%s): recorded as failed%s",
-        failed.number,
-        failed.user_attrs.get(records.REASON, "no heartbeat"),
-        f"; its configuration runs again as trial {retry}" if retry is not None else "",
-    )
 
 
 def end_dead_runs(tracking_uri: str, trials: list[FrozenTrial]) -> None:

@@ -167,14 +167,16 @@ def run(
     # Trials of dead workers (this host at once, others by heartbeat): failed with their reason, re-run once,
     # their runs KILLED; by recover() only, here and before every trial (Optuna's own check records no reason).
     _recovery.take_over_stale_trials(storage_obj)
-    _recovery.recover(study, tracking_uri=tracking_uri_used, grace_period=heartbeat["grace_period"])
+    jobs = n_jobs or space.study.n_jobs
+    # Threads (n_jobs > 1) ask for trials in whichever thread is free, not in the one the gate let in.
+    lock = StudyLock(storage_obj, study.study_name) if jobs == 1 else None
+    _recovery.recover(study, tracking_uri=tracking_uri_used, grace_period=heartbeat["grace_period"], lock=lock)
     if tracking_uri_used:
         _recovery.reconcile_runs(tracking_uri_used, study, grace_period=heartbeat["grace_period"])
     for params in space.enqueued():
         study.enqueue_trial(params, skip_if_exists=True)
 
     observer = ObserverList(hooks)
-    jobs = n_jobs or space.study.n_jobs
     budget = timeout if timeout is not None else space.study.timeout
     objective = _Objective(space, dataset, observer, build_fn, jobs, hypermodel)
     user_code = build_fn is not None or hypermodel is not None
@@ -188,8 +190,7 @@ def run(
         tracking_uri=tracking_uri_used,
         poll=min(2.0, heartbeat["heartbeat_interval"]),
         check_signals=_stop_if_signalled,
-        # Threads (n_jobs > 1) ask for trials in whichever thread is free, not in the one the gate let in.
-        lock=StudyLock(storage_obj, study.study_name) if jobs == 1 else None,
+        lock=lock,
     )
     interrupted = False
     observer.study_started(study, space)
