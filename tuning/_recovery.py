@@ -31,13 +31,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os
 import socket
 import time
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import optuna
@@ -275,7 +274,7 @@ def _fail_and_queue(
     if not dead:
         return []  # the common case takes no lock
     done: list[tuple[FrozenTrial, int | None]] = []
-    with lock if lock is not None else contextlib.nullcontext():
+    with lock if lock is not None else nullcontext():
         for trial, reason in dead:
             failed = _fail(study, trial, reason)
             if failed is not None:
