@@ -93,12 +93,11 @@ def dead_worker_reason(pid: int) -> str:
     return f"the worker process {pid} died (killed or crashed)"
 
 
-def recover_dead_workers(study: optuna.Study, lock: AbstractContextManager | None = None) -> list[FrozenTrial]:
+def recover_dead_workers(study: optuna.Study) -> list[FrozenTrial]:
     """Fail the RUNNING trials of dead worker processes on this host and queue each configuration once.
 
     Trials of other hosts, and of processes that are still alive, are left alone (the heartbeat handles the
     former). Safe when several workers start at once: a trial is failed and retried by one of them only.
-    ``lock``: the study's lock (see :func:`recover`).
 
     Example:
         >>> recovered = recover_dead_workers(study)  # doctest: +SKIP
@@ -114,7 +113,7 @@ def recover_dead_workers(study: optuna.Study, lock: AbstractContextManager | Non
         pid = _dead_local_pid(trial.user_attrs.get(records.WORKER), host)
         if pid is not None:
             dead.append((trial, dead_worker_reason(pid)))
-    return _fail_and_queue(study, dead, lock, None)
+    return _fail_and_queue(study, dead, None, None)
 
 
 def _dead_local_pid(worker: Any, host: str) -> int | None:
