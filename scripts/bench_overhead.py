@@ -47,8 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tuning import data as data_module  # noqa: E402
-from tuning._keras import import_keras  # noqa: E402
 from tuning.observers import StudyObserver  # noqa: E402
+from tuning.training import import_keras  # noqa: E402
 
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3

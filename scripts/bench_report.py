@@ -35,8 +35,8 @@ from tuning.report import (
     outcomes,
     param_importance,
     parameter_effects,
+    to_html,
 )
-from tuning.report._report import to_html
 
 EPOCHS = 10
 

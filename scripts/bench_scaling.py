@@ -81,9 +81,9 @@ def storage_seconds_per_trial(storage: str | None, folder: Path, repeats: int = 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")  # ask() outside optimize
     url = storage or f"sqlite:///{folder / 'storage_calls.db'}"
-    from tuning import _study
+    from tuning import study as studies
 
-    study = optuna.create_study(study_name=f"calls_{uuid.uuid4().hex[:8]}", storage=_study.open_storage(url))
+    study = optuna.create_study(study_name=f"calls_{uuid.uuid4().hex[:8]}", storage=studies.open_storage(url))
     start = time.perf_counter()
     for _ in range(repeats):
         trial = study.ask()

@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tuning import data as data_module  # noqa: E402
-from tuning._keras import import_keras  # noqa: E402
 from tuning.space import DataSpec, ModelConfig, TrainConfig, TrialConfig  # noqa: E402
+from tuning.training import import_keras  # noqa: E402
 
 TUTORIAL = ModelConfig(family="cnn", depth=2, width=(32, 64), kernel_size=(5, 5), dense_units=1024, dropout=(0.5,))
 #: Multiply-adds of one forward pass ×2 (FLOPs): conv1 28·28·32·25, conv2 14·14·64·800, dense 3136·1024, 1024·10.
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = [n for n in args.settings.split(",") if n]
     import_keras()
-    from tuning._precision import resolve
+    from tuning.training import resolve_precision as resolve
 
     policy, why = resolve("auto")
     dataset = data_module.load_spec(DataSpec(train_size=args.images or 12000, validation_split=1 / 6, test_size=0))

@@ -100,8 +100,8 @@ def run_contender(name: str, seed: int, budget: float, out: Path, data_dir: str 
     if data_dir:
         os.environ["TUNING_DATA_DIR"] = data_dir
     from tuning import data as data_module
-    from tuning._keras import import_keras
     from tuning.space import DataSpec
+    from tuning.training import import_keras
 
     import_keras()
     dataset = data_module.load_spec(DataSpec(**DATA))

@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--data-dir", help="folder holding mnist.npz (default: $TUNING_DATA_DIR, else Keras)")
     args = parser.parse_args()
 
-    from tuning._keras import import_keras
+    from tuning.training import import_keras
 
     keras = import_keras()  # TensorFlow's start-up lines stay hidden
     import optuna

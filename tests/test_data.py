@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tuning import data
-from tuning._defaults import DATA_DIR_ENV
+from tuning.data import DATA_DIR_ENV
 from tuning.errors import DataError, UserInputError
 from tuning.space import SearchSpace
 

@@ -14,7 +14,7 @@ import pytest
 import tuning
 
 #: Modules whose import loads Keras (and TensorFlow): seconds, so their examples run in the slow tier.
-HEAVY = {"tuning._epoch_watch", "tuning._kt_engine", "tuning.hypermodel"}
+HEAVY = {"tuning.training._watch", "tuning.engines._keras_tuner", "tuning.hypermodel"}
 
 
 def _modules() -> list:

@@ -2,7 +2,7 @@
 
 The slow tests drive the real command line in a subprocess on real MNIST images and read the real Optuna
 storage (and MLflow store) it leaves behind. The fast ones check the crash-recovery rules of
-``tuning._recovery`` on a real SQLite storage with a real dead process id.
+``tuning.study.recover_dead_workers`` on a real SQLite storage with a real dead process id.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from conftest import subprocess_env, tiny_space
 from optuna.trial import TrialState
 
 import tuning
-from tuning import _recovery, _study, records
-from tuning._gate import StudyLock
+from tuning import records
+from tuning import study as studies
 from tuning.observers import StudyObserver, TrialOutcome
+from tuning.study import StudyLock
 
 PYTHON = sys.executable
 N_TRIALS = 2
@@ -101,7 +102,7 @@ def _wait_mid_trial(proc: subprocess.Popen, db: Path) -> int:
 
 
 def _trials(workdir: Path) -> list[optuna.trial.FrozenTrial]:
-    storage = _study.open_storage(f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}")
+    storage = studies.open_storage(f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}")
     return optuna.load_study(study_name="nothing_lost", storage=storage).get_trials()
 
 
@@ -134,13 +135,13 @@ def test_ctrl_c_mid_trial_keeps_finished_trials_and_resume_completes(workdir: Pa
     assert all(trials[n].state == TrialState.COMPLETE for n, _ in finished_before)  # nothing finished is lost
     assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
     queued = [t for t in trials.values() if t.state == TrialState.WAITING]
-    assert len(queued) == 1 and queued[0].user_attrs[_recovery.RETRY_OF] == number
+    assert len(queued) == 1 and queued[0].user_attrs[records.RETRY_OF] == number
 
     resumed = _run(workdir, mnist_dir, tracking=True)
     assert resumed.returncode == 0, resumed.stderr
     after = _trials(workdir)
     _assert_study_complete(after)
-    rerun = [t for t in after if t.user_attrs.get(_recovery.RETRY_OF) == number]
+    rerun = [t for t in after if t.user_attrs.get(records.RETRY_OF) == number]
     assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
     assert rerun[0].params == interrupted.params  # the interrupted configuration ran again, once
 
@@ -190,8 +191,8 @@ def test_sigterm_then_second_signal_exits_at_once_and_resume_completes(
     _assert_study_complete(trials)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 1  # the trial that was running, whichever way the second signal caught it
-    assert failed[0].user_attrs[records.REASON] in ("interrupted", _recovery.dead_worker_reason(proc.pid))
-    reruns = [t for t in trials if t.user_attrs.get(_recovery.RETRY_OF) == failed[0].number]
+    assert failed[0].user_attrs[records.REASON] in ("interrupted", studies.dead_worker_reason(proc.pid))
+    reruns = [t for t in trials if t.user_attrs.get(records.RETRY_OF) == failed[0].number]
     assert len(reruns) == 1 and reruns[0].params == failed[0].params
 
 
@@ -213,11 +214,11 @@ def test_kill_9_mid_trial_then_resume_fails_the_stale_trial_and_reruns_it_once(
     _assert_study_complete(list(trials.values()))
     stale = trials[number]
     assert stale.state == TrialState.FAIL
-    assert stale.user_attrs[records.REASON] == _recovery.dead_worker_reason(proc.pid)
-    reruns = [t for t in trials.values() if t.user_attrs.get(_recovery.RETRY_OF) == number]
+    assert stale.user_attrs[records.REASON] == studies.dead_worker_reason(proc.pid)
+    reruns = [t for t in trials.values() if t.user_attrs.get(records.RETRY_OF) == number]
     assert len(reruns) == 1  # re-run once, not lost and not twice
     assert reruns[0].params == stale.params and reruns[0].state == TrialState.COMPLETE
-    assert reruns[0].system_attrs[_recovery.RETRY_HISTORY] == [number]
+    assert reruns[0].system_attrs[records.RETRY_HISTORY] == [number]
     # The dead process's run is ended as KILLED with the reason, not left RUNNING.
     _assert_mlflow_agrees(workdir, list(trials.values()), killed=number)
 
@@ -232,7 +233,7 @@ def _dead_pid() -> int:
 
 
 def _study_with_running_trial(url: str, worker: str, **storage: Any) -> tuple[optuna.Study, optuna.Trial]:
-    study = optuna.create_study(study_name="s", storage=_study.open_storage(url, **storage))
+    study = optuna.create_study(study_name="s", storage=studies.open_storage(url, **storage))
     trial = study.ask()
     trial.suggest_int("model.depth", 1, 4)
     trial.suggest_float("train.learning_rate", 1e-4, 1e-2, log=True)
@@ -245,16 +246,16 @@ def test_a_dead_local_worker_s_trial_is_failed_with_its_reason_and_queued_once(t
     pid = _dead_pid()
     study, trial = _study_with_running_trial(f"sqlite:///{tmp_path}/o.db", f"{socket.gethostname()}:{pid}")
 
-    recovered = _recovery.recover_dead_workers(study)
+    recovered = studies.recover_dead_workers(study)
 
     assert [t.number for t in recovered] == [trial.number]
     failed, retry = study.get_trials()
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs[records.REASON] == f"the worker process {pid} died (killed or crashed)"
     assert retry.state == TrialState.WAITING and retry.params == failed.params
-    assert retry.user_attrs == {_recovery.RETRY_OF: failed.number}
+    assert retry.user_attrs == {records.RETRY_OF: failed.number}
     # A second start, and Optuna's own heartbeat path, find nothing more to do.
-    assert _recovery.recover_dead_workers(study) == []
+    assert studies.recover_dead_workers(study) == []
     optuna.storages.fail_stale_trials(study)
     assert len(study.get_trials()) == 2
 
@@ -262,7 +263,7 @@ def test_a_dead_local_worker_s_trial_is_failed_with_its_reason_and_queued_once(t
 @pytest.mark.slow
 def test_the_queued_retry_runs_the_same_configuration(tmp_path: Path) -> None:
     study, trial = _study_with_running_trial(f"sqlite:///{tmp_path}/o.db", f"{socket.gethostname()}:{_dead_pid()}")
-    _recovery.recover_dead_workers(study)
+    studies.recover_dead_workers(study)
 
     rerun = study.ask()  # what the next run's first trial gets
     assert rerun.suggest_int("model.depth", 1, 4) == trial.params["model.depth"]
@@ -273,12 +274,12 @@ def test_the_queued_retry_runs_the_same_configuration(tmp_path: Path) -> None:
 def test_a_retry_that_dies_too_is_failed_but_not_retried_again(tmp_path: Path) -> None:
     host = socket.gethostname()
     study, _ = _study_with_running_trial(f"sqlite:///{tmp_path}/o.db", f"{host}:{_dead_pid()}")
-    _recovery.recover_dead_workers(study)
+    studies.recover_dead_workers(study)
     retry = study.ask()
     retry.suggest_int("model.depth", 1, 4)
     retry.set_user_attr(records.WORKER, f"{host}:{_dead_pid()}")
 
-    assert [t.number for t in _recovery.recover_dead_workers(study)] == [retry.number]
+    assert [t.number for t in studies.recover_dead_workers(study)] == [retry.number]
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.FAIL]  # no third trial queued
 
@@ -291,8 +292,8 @@ def test_live_workers_and_other_hosts_are_left_to_the_heartbeat(tmp_path: Path) 
         other = study.ask()
         other.set_user_attr(records.WORKER, f"another-host.example:{_dead_pid()}")
         own = study.ask()
-        own.set_user_attr(records.WORKER, _study.worker_id())  # this very process
-        assert _recovery.recover_dead_workers(study) == []
+        own.set_user_attr(records.WORKER, records.worker_id())  # this very process
+        assert studies.recover_dead_workers(study) == []
         assert all(t.state == TrialState.RUNNING for t in study.get_trials())
     finally:
         sleeper.kill()
@@ -310,9 +311,9 @@ def test_the_heartbeat_path_and_the_dead_worker_path_do_not_both_retry(tmp_path:
         time.sleep(2.5)  # let the heartbeat go stale
         if first == "heartbeat":
             optuna.storages.fail_stale_trials(study)
-            assert _recovery.recover_dead_workers(study) == []
+            assert studies.recover_dead_workers(study) == []
         else:
-            assert len(_recovery.recover_dead_workers(study)) == 1
+            assert len(studies.recover_dead_workers(study)) == 1
             optuna.storages.fail_stale_trials(study)
         states = [t.state for t in study.get_trials()]
         assert states == [TrialState.FAIL, TrialState.WAITING], (first, states)
@@ -325,7 +326,7 @@ def test_a_dead_trial_is_failed_and_its_retry_queued_in_one_step_under_the_study
     # the study reached its total with the retry left WAITING, never run.
     study, _ = _study_with_running_trial(f"sqlite:///{tmp_path}/o.db", f"{socket.gethostname()}:{_dead_pid()}")
     recovering = threading.Thread(
-        target=_recovery.recover, args=(study,), kwargs={"lock": StudyLock(study._storage, study.study_name)}
+        target=studies.recover, args=(study,), kwargs={"lock": StudyLock(study._storage, study.study_name)}
     )
     with StudyLock(study._storage, study.study_name):  # another worker counts the trials and creates its own
         recovering.start()
@@ -358,8 +359,8 @@ def test_a_stale_trial_is_failed_with_its_reason_by_tuning_never_by_optuna_s_own
 
     trials = tuning.run(space, n_trials=2, **options).get_trials()
     assert trials[lost.number].state == TrialState.FAIL
-    assert trials[lost.number].user_attrs[records.REASON] == _recovery.heartbeat_reason(1, "machine-b:4242")
-    (retry,) = [t for t in trials if t.user_attrs.get(_recovery.RETRY_OF) == lost.number]
+    assert trials[lost.number].user_attrs[records.REASON] == studies.heartbeat_reason(1, "machine-b:4242")
+    (retry,) = [t for t in trials if t.user_attrs.get(records.RETRY_OF) == lost.number]
     assert retry.params == lost.params and retry.state == TrialState.COMPLETE
 
 
@@ -395,6 +396,6 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study_and_prints_no_t
 
     assert unraisable == []
 
-    storage = _study.open_storage("sqlite:///mlruns/optuna.db")
+    storage = studies.open_storage("sqlite:///mlruns/optuna.db")
     trials = optuna.load_study(study_name="swallowed", storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE]  # stopped after the trial the signal came in

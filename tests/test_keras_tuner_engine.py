@@ -22,7 +22,8 @@ from conftest import leading_trials, subprocess_env, tiny_space, with_test_accur
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from tuning import _study, records
+from tuning import records
+from tuning import study as studies
 from tuning.cli import main
 from tuning.space import SearchSpace
 
@@ -46,7 +47,7 @@ def _cmd(*args: str, cwd: Path, mnist_dir: str | None) -> subprocess.CompletedPr
 
 
 def _storage(folder: Path) -> optuna.storages.RDBStorage:
-    return _study.open_storage(f"sqlite:///{folder / 'mlruns' / 'optuna.db'}")
+    return studies.open_storage(f"sqlite:///{folder / 'mlruns' / 'optuna.db'}")
 
 
 # ------------------------------------------------------------------------------------------------- bad input
@@ -191,7 +192,7 @@ def test_cli_optuna_and_keras_tuner_studies_side_by_side_in_one_report(workdir: 
     assert resumed.returncode == 0, resumed.stderr
     assert "Study hb: 5 complete" in resumed.stdout  # the study's total, KerasTuner's folder reloaded
     hb = optuna.load_study(study_name="hb", storage=_storage(workdir)).get_trials()
-    assert [t.user_attrs["keras_tuner_trial"]["id"] for t in hb] == [str(i) for i in range(5)]  # resumed, not anew
+    assert [t.user_attrs["keras_tuner_trial"]["id"] for t in hb] == [f"{i:04d}" for i in range(5)]  # resumed, not anew
 
     listed = _cmd("studies", cwd=workdir, mnist_dir=mnist_dir)
     assert listed.returncode == 0, listed.stderr
@@ -232,15 +233,16 @@ def test_ctrl_c_records_the_running_trial_as_interrupted_and_resume_reruns_it(
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     study = optuna.load_study(study_name="stop", storage=_storage(workdir))
-    (stopped,) = study.get_trials()
+    stopped, queued = study.get_trials()
     assert stopped.state == TrialState.FAIL and stopped.user_attrs[records.REASON] == "interrupted"
+    assert queued.state == TrialState.WAITING and queued.user_attrs[records.RETRY_OF] == stopped.number
 
     done = _cmd("run", str(path), "--n-trials", "1", "--quiet", cwd=workdir, mnist_dir=mnist_dir)
     assert done.returncode == 0, done.stderr
     trials = optuna.load_study(study_name="stop", storage=_storage(workdir)).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert trials[1].params == stopped.params  # KerasTuner retries the interrupted configuration first
-    assert trials[1].user_attrs["keras_tuner_trial"]["id"] == stopped.user_attrs["keras_tuner_trial"]["id"]
+    assert trials[1].params == stopped.params  # the interrupted configuration runs again first
+    assert trials[1].user_attrs[records.RETRY_OF] == stopped.number  # as the Optuna engine's retries do
 
     from mlflow import MlflowClient
 
@@ -332,10 +334,10 @@ def test_resuming_a_study_with_another_engine_or_tuner_is_refused(workdir: Path,
 
     (workdir / "mlruns").mkdir()
     storage = _storage(workdir)
-    _study.create_or_load(space(first), storage, "same", None, None)
+    studies.create_or_load(space(first), storage, "same", None, None)
 
     with pytest.raises(UserInputError) as info:
-        _study.create_or_load(space(then), storage, "same", None, None)
+        studies.create_or_load(space(then), storage, "same", None, None)
     assert "study 'same' already exists with the" in str(info.value) and "--study-name NEW" in str(info.value)
     assert optuna.load_study(study_name="same", storage=storage).get_trials() == []
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tuning import space as spaces
 from tuning.cli import main
-from tuning.space import _yaml
 
 GOOD = "model: {family: mlp}\ntrain: {epochs: 1}\n"
 
@@ -30,7 +30,7 @@ def test_billion_laughs_is_refused_without_expanding(tmp_path: Path, capsys: pyt
         lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")
     code, text = _validate(tmp_path, "\n".join(lines) + "\n" + GOOD, capsys=capsys)
     assert code == 2
-    assert f"more than {_yaml.MAX_NODES:,} values" in text
+    assert f"more than {spaces.MAX_NODES:,} values" in text
     assert "alias" in text
     assert len(text) < 1000
 
@@ -43,11 +43,11 @@ def test_a_few_aliases_are_still_fine(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_a_file_over_the_size_cap_is_refused_unread(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    width = ", ".join(["16"] * (_yaml.MAX_FILE_BYTES // 4 + 10))
+    width = ", ".join(["16"] * (spaces.MAX_FILE_BYTES // 4 + 10))
     code, text = _validate(tmp_path, f"model:\n  family: mlp\n  width: [{width}]\ntrain: {{epochs: 1}}\n",
                            capsys=capsys)
     assert code == 2
-    assert f"larger than {_yaml.MAX_FILE_BYTES:,} characters" in text
+    assert f"larger than {spaces.MAX_FILE_BYTES:,} characters" in text
     assert "bytes)" in text and len(text) < 1000
 
 
@@ -57,7 +57,7 @@ def test_a_long_list_under_the_size_cap_stops_at_the_value_cap(tmp_path: Path,
     code, text = _validate(tmp_path, f"model:\n  family: mlp\n  width: [{width}]\ntrain: {{epochs: 1}}\n",
                            capsys=capsys)
     assert code == 2
-    assert f"more than {_yaml.MAX_NODES:,} values" in text
+    assert f"more than {spaces.MAX_NODES:,} values" in text
 
 
 def test_a_huge_received_value_is_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,8 @@ import optuna
 import pytest
 from conftest import tiny_space
 
-from tuning import _study, records
+from tuning import records
+from tuning import study as studies
 from tuning.errors import UserInputError
 from tuning.space import SearchSpace
 
@@ -21,8 +22,8 @@ PASSWORD = "s3cr3t-pw"
 
 def _create(tmp_path: Path, **overrides: object) -> optuna.Study:
     space = SearchSpace.from_dict(tiny_space(**overrides))
-    storage = _study.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    return _study.create_or_load(space, storage, "tools", None, None)
+    storage = studies.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    return studies.create_or_load(space, storage, "tools", None, None)
 
 
 def test_objective_is_named_and_rows_stay_short(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tuning._redact import RedactingFilter, redact_text, redact_url, secrets_in_url
+from tuning.redact import RedactingFilter, redact_text, redact_url, secrets_in_url
 
 
 @pytest.mark.parametrize(

@@ -45,9 +45,10 @@ from tuning.report import (
     plot_parallel_coordinates,
     plot_param_importance,
     render,
+    to_html,
+    to_markdown,
     write_report,
 )
-from tuning.report._report import to_html, to_markdown
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -15,10 +15,11 @@ from conftest import leading_trials, tiny_space, with_test_accuracy
 from optuna.trial import TrialState
 
 import tuning
-from tuning import _study, records
+from tuning import records
 from tuning.errors import UserInputError
 from tuning.space import TrialConfig
 from tuning.training import train
+from tuning.trial import trial_seed
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ def test_run_records_every_trial(workdir: Path) -> None:
         units = [784, *widths, 10]
         assert attrs[records.PARAM_COUNT] == sum(a * b + b for a, b in zip(units, units[1:], strict=False))
         assert 0.0 <= attrs.get(records.TEST_ACCURACY, 0.0) <= 1.0
-        assert attrs[records.SEED] == _study.trial_seed(0, t.number)
+        assert attrs[records.SEED] == trial_seed(0, t.number)
         assert records.REASON not in attrs and records.MLFLOW_RUN_ID not in attrs
         seeds.add(attrs[records.SEED])
     assert len(seeds) == 3
@@ -228,11 +229,11 @@ def test_the_time_budget_stops_the_running_trial_at_an_epoch_end(workdir: Path) 
 
 
 def test_hyperband_takes_its_resource_from_the_epochs() -> None:
-    from tuning import _study
+    from tuning.engines import make_pruner
 
     space = tuning.SearchSpace.from_dict(tiny_space(train={"epochs": {"low": 2, "high": 9}},
                                                     study={"pruner": "hyperband"}))
-    pruner = _study.make_pruner(space)
+    pruner = make_pruner(space)
     assert (pruner._min_resource, pruner._max_resource) == (1, 9)
     pinned = space.with_overrides(["study.pruner={type: hyperband, max_resource: 27}"])
-    assert _study.make_pruner(pinned)._max_resource == 27
+    assert make_pruner(pinned)._max_resource == 27

@@ -7,6 +7,7 @@ study total on real SQLite storages, without training.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sqlite3
@@ -25,11 +26,11 @@ from conftest import subprocess_env, tiny_space
 from optuna.trial import TrialState
 from servers import PG_PASSWORD, mlflow_server, postgres_cluster, why_no_postgres
 
-from tuning import _recovery, _study, records
-from tuning._gate import TotalGate
-from tuning._sampling import TrialSeededSampler
-from tuning._workers import parse_gpus, worker_argv, worker_plan
+from tuning import records
+from tuning import study as studies
+from tuning.engines import TrialSeededSampler
 from tuning.errors import UserInputError
+from tuning.study import TotalGate, parse_gpus, worker_argv, worker_plan
 
 PYTHON = sys.executable
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
@@ -117,7 +118,7 @@ def test_workers_with_the_same_study_seed_draw_different_configurations_reproduc
 @pytest.fixture(scope="module")
 def sqlite_storage(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One SQLite storage for the fast tests (each makes its own study): its tables are created once."""
-    return _study.open_storage(f"sqlite:///{tmp_path_factory.mktemp('storage')}/o.db")
+    return studies.open_storage(f"sqlite:///{tmp_path_factory.mktemp('storage')}/o.db")
 
 
 def _study_with(storage: Any, states: list[TrialState], worker: str | None = None) -> optuna.Study:
@@ -138,7 +139,7 @@ def test_the_gate_ends_a_worker_once_the_total_is_counted(sqlite_storage: Any) -
 
 
 def test_the_gate_does_not_start_a_trial_the_running_ones_may_make_surplus(sqlite_storage: Any) -> None:
-    study = _study_with(sqlite_storage, [TrialState.COMPLETE, TrialState.RUNNING], worker=_study.worker_id())
+    study = _study_with(sqlite_storage, [TrialState.COMPLETE, TrialState.RUNNING], worker=records.worker_id())
     gate = TotalGate(2, grace_period=90, deadline=time.monotonic(), poll=0.01)  # time is up: do not wait
     assert not gate.room(study)
     assert TotalGate(3, grace_period=90).room(study)
@@ -147,7 +148,7 @@ def test_the_gate_does_not_start_a_trial_the_running_ones_may_make_surplus(sqlit
 def test_the_gate_takes_the_place_of_a_dead_worker_s_trial(sqlite_storage: Any) -> None:
     dead = subprocess.Popen([PYTHON, "-c", "pass"])
     dead.wait()
-    worker = f"{_recovery.host_name()}:{dead.pid}"
+    worker = f"{records.host_name()}:{dead.pid}"
     study = _study_with(sqlite_storage, [TrialState.COMPLETE, TrialState.RUNNING], worker=worker)
 
     assert TotalGate(2, grace_period=90).room(study)  # the dead trial is failed and queued: room again
@@ -294,8 +295,8 @@ def test_three_workers_on_postgres_and_an_mlflow_server_survive_a_sigkilled_work
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == total  # exact, no overshoot
     dead = next(t for t in trials if t.number == killed)
     assert dead.state == TrialState.FAIL
-    assert dead.user_attrs.get(records.REASON) == _recovery.heartbeat_reason(4, f"machine-b:{victim.pid}"), outputs
-    reruns = [t for t in trials if t.user_attrs.get(_recovery.RETRY_OF) == killed]
+    assert dead.user_attrs.get(records.REASON) == studies.heartbeat_reason(4, f"machine-b:{victim.pid}"), outputs
+    reruns = [t for t in trials if t.user_attrs.get(records.RETRY_OF) == killed]
     assert len(reruns) == 1 and reruns[0].params == dead.params and reruns[0].state == TrialState.COMPLETE
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.number for t in failed] == [killed]
@@ -305,6 +306,99 @@ def test_three_workers_on_postgres_and_an_mlflow_server_survive_a_sigkilled_work
     parent = next(r for r in runs if r.data.tags.get("tuning.role") == "study")
     assert parent.info.status == "FINISHED"
     _assert_password_nowhere(PG_PASSWORD, tracking_server, runs, [text for out in outputs for text in out])
+
+
+def _kt_space_file(folder: Path, name: str, n_trials: int) -> Path:
+    """A KerasTuner-engine space: random search over the tiny MLP, 8 epochs on 4,000 images (about 5 s a trial,
+    so that a second worker starts while the first still runs trials)."""
+    space = yaml.safe_load(_space_file(folder, name, n_trials, train_size=4000, epochs=8).read_text())
+    space["study"] = {"name": name, "n_trials": n_trials, "seed": 0, "engine": "keras_tuner", "tuner": "random"}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def _assert_recovered_once(trials: list[optuna.trial.FrozenTrial], killed: int, reason: str, total: int) -> None:
+    """Nothing left RUNNING or WAITING, the exact total, the killed trial failed with ``reason`` and run again once."""
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == total
+    dead = next(t for t in trials if t.number == killed)
+    assert dead.state == TrialState.FAIL and dead.user_attrs.get(records.REASON) == reason
+    (rerun,) = [t for t in trials if t.user_attrs.get(records.RETRY_OF) == killed]
+    assert rerun.params == dead.params and rerun.state == TrialState.COMPLETE
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [killed]
+
+
+@pytest.mark.slow
+def test_keras_tuner_workers_on_postgres_survive_a_sigkilled_worker(
+    tmp_path: Path, postgres: str, tracking_server: str, mnist_dir: str | None
+) -> None:
+    """``study.engine: keras_tuner`` with ``--workers 2``: each worker its own KerasTuner search, one study; a
+    worker killed in the middle of a trial is recovered by the other (same machine: at once)."""
+    name, total = "kt_workers", 6
+    space = _kt_space_file(tmp_path, name, total)
+    proc = subprocess.Popen([PYTHON, "-m", "tuning", "run", str(space), "--workers", "2", "--storage", postgres,
+                             "--tracking-uri", tracking_server], cwd=tmp_path, env=_env(mnist_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = _wait_for_worker(postgres, name, proc)
+    killed = _wait_for_running_trial(postgres, name, victim, proc)
+    os.kill(int(victim.rpartition(":")[2]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+
+    assert proc.returncode == 0, (out, err)
+    assert "ended with exit code 137" in err  # the parent says which worker died
+    trials = _trials(postgres, name)
+    _assert_recovered_once(trials, killed, studies.dead_worker_reason(int(victim.rpartition(":")[2])), total)
+    assert {t.user_attrs[records.KT_TRIAL]["folder"] for t in trials} >= {name, f"{name}.worker1"}  # two searches
+    _assert_one_run_per_trial(tracking_server, name, trials)
+
+
+@pytest.mark.slow
+def test_a_keras_tuner_worker_dying_on_another_machine_is_recovered_by_heartbeat(
+    tmp_path: Path, postgres: str, mnist_dir: str | None
+) -> None:
+    """Two KerasTuner-engine workers on two "machines" (their own folders, another host name): the one killed
+    is only known dead by its stale heartbeat; the other fails its trial with that reason and runs it again."""
+    name, total = "kt_machines", 5
+    procs = []
+    for host in (socket.gethostname(), "machine-b"):
+        folder = tmp_path / host
+        folder.mkdir()
+        command = [PYTHON, "-m", "tuning", "run", str(_kt_space_file(folder, name, total)), "--storage", postgres,
+                   "--no-tracking"]
+        procs.append(subprocess.Popen(command, cwd=folder, env=_env(mnist_dir, TUNING_HOST=host),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        while not _sql(postgres, f"SELECT 1 FROM studies WHERE study_name = '{name}'"):
+            assert procs[0].poll() is None, procs[0].communicate()
+            time.sleep(0.2)
+    victim = procs[1]
+    killed = _wait_for_running_trial(postgres, name, f"machine-b:{victim.pid}", victim)
+    victim.kill()
+    outputs = [p.communicate(timeout=600) for p in procs]
+
+    assert procs[0].returncode == 0, outputs
+    trials = _trials(postgres, name)
+    _assert_recovered_once(trials, killed, studies.heartbeat_reason(4, f"machine-b:{victim.pid}"), total)
+
+
+def _wait_for_worker(url: str, name: str, proc: subprocess.Popen) -> str:
+    """The ``host:pid`` of a ``--workers`` worker other than the first, once it runs a trial."""
+    for _ in range(1200):
+        assert proc.poll() is None, proc.communicate()
+        workers = {t.user_attrs.get(records.WORKER) for t in _trials_or_none(url, name)
+                   if t.state == TrialState.RUNNING and t.user_attrs.get(records.KT_TRIAL, {}).get("folder") != name}
+        workers.discard(None)
+        if workers:
+            return sorted(workers)[0]
+        time.sleep(0.1)
+    raise AssertionError("the second worker never ran a trial")
+
+
+def _trials_or_none(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return _trials(url, name)
+    except KeyError:  # the study does not exist yet
+        return []
 
 
 def _assert_password_nowhere(password: str, tracking: str, runs: list[Any], outputs: list[str]) -> None:
@@ -325,7 +419,7 @@ _SLOW_CREATE_WORKER = """
 import pathlib, sys, time
 import optuna, yaml
 import tuning
-from tuning._keras import import_keras
+from tuning.training import import_keras
 
 import_keras()
 created = optuna.storages.RDBStorage._create_new_trial  # what Optuna's cached storage calls
@@ -342,7 +436,7 @@ tuning.run(yaml.safe_load(pathlib.Path(sys.argv[1]).read_text()), storage=sys.ar
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_workers_that_look_at_the_total_together_start_no_surplus_trial(
     database: str, tmp_path: Path, request: pytest.FixtureRequest, mnist_dir: str | None
 ) -> None:
@@ -458,7 +552,7 @@ def test_a_trial_killed_between_ask_and_recording_its_worker_is_failed_after_the
     assert done.returncode == 0, done.stderr
     trials = _trials(url, "ask_then_die")
     assert trials[1].state == TrialState.FAIL
-    assert trials[1].user_attrs[records.REASON] == _recovery.NO_WORKER_REASON
+    assert trials[1].user_attrs[records.REASON] == studies.NO_WORKER_REASON
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
 

@@ -572,7 +572,7 @@ def test_docs_yaml_examples_are_valid_spaces() -> None:
 
 
 def test_docs_cover_every_key() -> None:
-    from tuning.space import _schema
+    from tuning import schema as _schema
 
     text = DOCS.read_text(encoding="utf-8")
     tables = (_schema.DATA, _schema.TRAIN, _schema.AUGMENTATION, _schema.STUDY)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 import yaml
 from conftest import MNIST_DIR, subprocess_env, tiny_space
 
-from tuning import _storage
+from tuning import storage as storages
 from tuning.cli import main
 
 GOOD = str(Path(__file__).resolve().parent / "bad_inputs" / "good.yaml")
@@ -106,10 +107,10 @@ def test_a_garbled_optuna_storage_is_refused_with_what_to_do(
 
 
 def test_storage_urls_are_parsed_in_one_place() -> None:
-    assert _storage.sqlite_path("sqlite:///mlruns/optuna.db?timeout=5") == Path("mlruns/optuna.db")
-    assert _storage.sqlite_path("sqlite:////abs/o.db") == Path("/abs/o.db")
-    assert _storage.sqlite_path("sqlite://") is None and _storage.sqlite_path("postgresql://u@h/db") is None
-    assert _storage.resolve_url("postgresql+psycopg2://u:p@h/db") == "postgresql+psycopg2://u:p@h/db"
+    assert storages.sqlite_path("sqlite:///mlruns/optuna.db?timeout=5") == Path("mlruns/optuna.db")
+    assert storages.sqlite_path("sqlite:////abs/o.db") == Path("/abs/o.db")
+    assert storages.sqlite_path("sqlite://") is None and storages.sqlite_path("postgresql://u@h/db") is None
+    assert storages.resolve_url("postgresql+psycopg2://u:p@h/db") == "postgresql+psycopg2://u:p@h/db"
 
 
 def _read_only_mount(folder: Path) -> None:
@@ -140,15 +141,13 @@ def test_a_read_only_storage_folder_exits_2_and_leaves_no_mlruns(
 def test_mlflow_database_is_complete_or_absent_and_a_half_created_one_is_explained(tmp_path: Path) -> None:
     from tuning.errors import TrackingError
     from tuning.tracking import MlflowTracker
-    from tuning.tracking._sqlite import ensure_database
-
     db = tmp_path / "mlflow.db"
-    ensure_database(db)
+    MlflowTracker(f"sqlite:///{db}").check()  # creates it
     assert db.exists() and oct(db.stat().st_mode & 0o777) != oct(0o600)
-    assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]  # the temporary file was moved into place
-    half = tmp_path / "half" / "mlflow.db"
-    half.parent.mkdir()
-    ensure_database(half)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "mlflow.db"]  # the temporary file was moved
+    half = tmp_path / "half" / "mlflow.db"  # a copy, as another process's first start left it (MLflow keeps one
+    half.parent.mkdir()                      # store per URI in a process: this one must not have opened it)
+    shutil.copyfile(db, half)
     with sqlite3.connect(half) as connection:  # tables made, migrations not recorded: a first start cut short
         connection.execute("delete from alembic_version")
     connection.close()

@@ -376,7 +376,7 @@ def test_deleted_experiment_is_a_tracking_error_naming_the_fix(tmp_path):
 @pytest.mark.slow
 def test_importing_tracking_does_not_import_mlflow():
     code = (
-        "import sys, tuning.tracking, tuning._redact; print(sorted({'mlflow', 'tensorflow', 'keras'} & {*sys.modules}))"
+        "import sys, tuning.tracking, tuning.redact; print(sorted({'mlflow', 'tensorflow', 'keras'} & {*sys.modules}))"
     )
     out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

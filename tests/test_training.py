@@ -89,6 +89,7 @@ def test_same_seed_same_history_other_seed_other_history(mnist: data.Dataset) ->
 
 def test_training_on_the_converted_tensors_matches_keras_on_the_numpy_arrays(mnist: data.Dataset) -> None:
     import gc
+    import weakref
 
     import keras
 
@@ -106,14 +107,15 @@ def test_training_on_the_converted_tensors_matches_keras_on_the_numpy_arrays(mni
     plain = model.fit(mnist.x_train, mnist.y_train, batch_size=32, epochs=2,
                       validation_data=(mnist.x_val, mnist.y_val), verbose=0).history
     assert ours["loss"] == plain["loss"] and ours["val_accuracy"] == plain["val_accuracy"]
-    # The tensor copy lives as long as its data set, not longer.
+    # The tensor copy is made once and lives as long as its data set, not longer.
     copy = data.from_arrays((mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test))
     train(config(epochs=1), copy, seed=0)
-    assert id(copy) in training._TENSORS
-    key = id(copy)
-    del copy
+    tensors = training.as_tensors(copy)
+    assert training.as_tensors(copy) is tensors
+    kept = [weakref.ref(t) for t in tensors]
+    del copy, tensors
     gc.collect()
-    assert key not in training._TENSORS
+    assert [ref() for ref in kept] == [None] * 6
 
 
 def test_unbuildable_configuration_raises_before_training(mnist: data.Dataset) -> None:
@@ -129,22 +131,19 @@ def test_early_stopping_and_unknown_metric(mnist: data.Dataset) -> None:
         TrainResult("complete", None, history={"loss": [1.0]}).metric("val_auc")
 
 
-def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_precision_follows_the_hardware() -> None:
     import tensorflow as tf
 
-    from tuning import _precision
+    from tuning.training import resolve_precision
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU decides auto precision on this machine")
     cases = (({"avx512f", "amx_bf16"}, "mixed_bfloat16"), ({"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
              ({"avx512f", "avx2"}, "float32"))
     for flags, expected in cases:
-        _precision._detect.cache_clear()
-        monkeypatch.setattr(_precision, "_cpu_flags", lambda flags=flags: flags)
-        policy, why = _precision.resolve("auto")
+        policy, why = resolve_precision("auto", cpu_flags=flags)
         assert policy == expected and why.startswith("auto: ")
-    _precision._detect.cache_clear()
-    assert _precision.resolve("mixed_float16") == ("mixed_float16", "as set in train.precision")
+    assert resolve_precision("mixed_float16") == ("mixed_float16", "as set in train.precision")
 
 
 @pytest.mark.slow
@@ -152,10 +151,10 @@ def test_the_precision_a_trial_trained_with_is_said_and_recorded(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import tuning
-    from tuning import _precision
+    from tuning.training import resolve_precision
 
     study = tuning.run(tiny_space(train={"epochs": 1}, study={"n_trials": 1}), tracking=False)  # auto: the default
-    policy, why = _precision.resolve("auto")
+    policy, why = resolve_precision("auto")
     assert study.trials[0].user_attrs["precision"] == policy
     assert f"Precision: {policy} ({why})" in capsys.readouterr().err
 

@@ -24,7 +24,7 @@ __all__ = ["SearchSpace", "TrialConfig", "run", "errors", "records", "report", "
 _LAZY = {
     "SearchSpace": ("tuning.space", "SearchSpace"),
     "TrialConfig": ("tuning.space", "TrialConfig"),
-    "run": ("tuning._runner", "run"),
+    "run": ("tuning.study", "run"),
     "StudyObserver": ("tuning.observers", "StudyObserver"),
     "TrialOutcome": ("tuning.observers", "TrialOutcome"),
     "errors": ("tuning.errors", None),
@@ -34,9 +34,9 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from tuning import errors, records, report
-    from tuning._runner import run
     from tuning.observers import StudyObserver, TrialOutcome
     from tuning.space import SearchSpace, TrialConfig
+    from tuning.study import run
 
 
 def __getattr__(name: str) -> Any:

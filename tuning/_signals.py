@@ -1,10 +1,17 @@
-"""Ctrl-C remembered, not only raised: Python swallows a KeyboardInterrupt raised inside a finalizer.
+"""Ctrl-C and SIGTERM: remembered, raised at a safe point, and never lost in a finalizer.
 
 When SIGINT arrives, Python raises ``KeyboardInterrupt`` in whatever the main thread runs. If that is a
 finalizer or a weakref callback (the garbage collector runs them at any allocation, often while TensorFlow and
 MLflow load), Python prints "Exception ignored in ..." and goes on: without a record, a whole study then ran
-after the user pressed Ctrl-C. The ``tuning`` command installs :func:`remember` first thing; the runner looks
-at :data:`received` before its study starts and during it (``tuning._runner``), and empties it when it ends.
+after the user pressed Ctrl-C. So every signal is kept in :data:`received`:
+
+- the ``tuning`` command installs :func:`remember` first thing (:func:`install`);
+- while a study runs, :func:`handling` installs :func:`raise_interrupted`: SIGINT and SIGTERM raise
+  :class:`Interrupted` (exit code ``128 + signum``), a second signal exits at once (:func:`exit_now`);
+- the study looks at :data:`received` before it starts and at every epoch and trial boundary
+  (:func:`stop_if_signalled`), and empties it when it ends;
+- between the end of one trial and the moment the next has recorded its worker, a signal is only remembered
+  (:func:`defer`): Optuna's ``ask()`` then never leaves a trial RUNNING without a worker.
 
 Example:
     >>> install()  # doctest: +SKIP
@@ -14,13 +21,27 @@ Example:
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 #: The signals received and not yet acted on (SIGINT, SIGTERM numbers).
 received: list[int] = []
+
+#: Set from the end of one trial until the next has recorded its worker: a signal then is only remembered.
+_deferring = threading.Event()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the study; ``signum`` says which (exit code ``128 + signum``)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def remember(signum: int, frame: Any) -> None:
@@ -40,7 +61,7 @@ def install() -> None:
 
 def quiet_on_ctrl_c(previous: Callable[[Any], None]) -> Callable[[Any], None]:
     """An ``sys.unraisablehook`` that passes everything to ``previous`` except a swallowed Ctrl-C (any
-    ``KeyboardInterrupt``, the runner's ``Interrupted`` included): that one is remembered, not printed."""
+    ``KeyboardInterrupt``, :class:`Interrupted` included): that one is remembered, not printed."""
 
     def hook(unraisable: Any) -> None:
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
@@ -48,3 +69,59 @@ def quiet_on_ctrl_c(previous: Callable[[Any], None]) -> Callable[[Any], None]:
 
     hook._keeps_quiet_on_ctrl_c = True  # type: ignore[attr-defined]
     return hook
+
+
+@contextmanager
+def handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Handle SIGINT and SIGTERM with ``handler`` inside the block (main thread only; elsewhere a no-op).
+
+    An :class:`Interrupted` that Python swallows (raised inside a finalizer or a weakref callback) is not printed
+    as "Exception ignored in ... Traceback": the signal is in :data:`received`, and the study stops at the next
+    epoch or trial boundary.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = quiet_on_ctrl_c(previous_hook)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def defer(*_: Any) -> None:
+    """Remember, not raise, SIGINT/SIGTERM until the next trial has recorded its worker (an Optuna callback)."""
+    _deferring.set()
+
+
+def undefer() -> None:
+    """The trial is recorded with its worker: a signal may interrupt it now."""
+    _deferring.clear()
+
+
+def raise_interrupted(signum: int, frame: Any) -> None:
+    """SIGTERM ends the running trial cleanly, exactly like Ctrl-C; a second signal then exits at once."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, exit_now)
+    received.append(signum)
+    if not _deferring.is_set():
+        raise Interrupted(signum)
+
+
+def stop_if_signalled(*_: Any) -> None:
+    """Raise :class:`Interrupted` if a signal came whose exception was swallowed (also an Optuna callback)."""
+    if received:
+        raise Interrupted(received[-1])
+
+
+def exit_now(signum: int, frame: Any) -> None:
+    """While finishing up after an interruption, a second signal exits at once (the storage is consistent).
+
+    A trial this leaves RUNNING is failed and queued again by the next run (crash recovery).
+    """
+    os.write(2, b"\nInterrupted again: exiting now. Run the same command to resume.\n")
+    os._exit(128 + signum)

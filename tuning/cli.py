@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"[bold red]error:[/] {_safe(exc)}", markup=True)
         return 1
     except Exception as exc:  # a database that fails outside a study's trials: say which and what to do
-        from tuning import _storage
+        from tuning import storage as _storage
 
         if not _storage.is_storage_failure(exc):
             raise
@@ -180,7 +180,7 @@ def _redact_logs(args: argparse.Namespace) -> None:
 
     import optuna
 
-    from tuning._redact import RedactingFilter, secrets_in_url
+    from tuning.redact import RedactingFilter, secrets_in_url
 
     urls = [getattr(args, "storage", None), getattr(args, "tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")]
     handler = logging.StreamHandler()
@@ -194,7 +194,7 @@ def _redact_logs(args: argparse.Namespace) -> None:
 def _safe(exc: BaseException) -> str:
     from rich.markup import escape
 
-    from tuning._redact import redact_text
+    from tuning.redact import redact_text
 
     return escape(redact_text(str(exc)))
 
@@ -207,11 +207,12 @@ def _load_space(args: argparse.Namespace) -> SearchSpace:
 
 
 def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
-    from tuning import _study
+    from tuning import engines
 
     space = _load_space(args)
-    _study.make_sampler(space, space.study.seed)
-    _study.make_pruner(space)
+    if space.study.engine == "optuna":  # their options are checked by building them
+        engines.make_sampler(space, space.study.seed)
+        engines.make_pruner(space)
     lines = [space.describe()]
     if space.family == "hypermodel":  # import it and build it once with default values, as KerasTuner does
         from tuning import hypermodel
@@ -227,8 +228,8 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from tuning._progress import ProgressDisplay
-    from tuning._runner import run
+    from tuning.progress import ProgressDisplay
+    from tuning.study import run
 
     space = _load_space(args)
     for name, value in (("--n-trials", args.n_trials), ("--n-jobs", args.n_jobs)):
@@ -267,8 +268,8 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _worker_plan(args: argparse.Namespace) -> list[dict[str, str]]:
-    from tuning._workers import parse_gpus, worker_plan
     from tuning.errors import user_error
+    from tuning.study import parse_gpus, worker_plan
 
     for name, value in (("--workers", args.workers), ("--trials-per-gpu", args.trials_per_gpu)):
         if value is not None and value < 1:
@@ -295,9 +296,9 @@ def _run_workers(
     """``tuning run --workers N`` / ``--gpus``: the same command in N worker processes, one display here."""
     from rich.console import Console as RichConsole
 
-    from tuning import _storage
+    from tuning import storage as _storage
     from tuning._defaults import default_tracking_uri
-    from tuning._workers import run_workers
+    from tuning.study import run_workers
 
     url = _storage.resolve_url(args.storage or space.study.storage)
     tracking_uri = None if args.no_tracking else (args.tracking_uri or default_tracking_uri())
@@ -354,7 +355,7 @@ def _print_model(study: optuna.Study, console: Console, *, tracking: bool) -> No
         if registered:
             console.print(f"Registry: {registered}")
         return
-    from tuning._best_model import best_model_path
+    from tuning.study import best_model_path
 
     path = best_model_path(study.study_name)
     if path.exists():
@@ -362,7 +363,7 @@ def _print_model(study: optuna.Study, console: Console, *, tracking: bool) -> No
 
 
 def _cmd_studies(args: argparse.Namespace, console: Console) -> int:
-    from tuning._study import list_studies
+    from tuning.study import list_studies
 
     rows = list_studies(args.storage)
     if not rows:
@@ -390,7 +391,7 @@ def _cmd_studies(args: argparse.Namespace, console: Console) -> int:
 def _cmd_sync(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
-    from tuning import _storage
+    from tuning import storage as _storage
     from tuning.errors import StorageError
     from tuning.tracking import MlflowTracker
 

@@ -30,11 +30,8 @@ import numpy as np
 
 from tuning._defaults import DATA_DIR_ENV
 from tuning.errors import DataError
+from tuning.schema import KERAS_DATASETS
 
-#: Data sets Keras downloads by name; ``npz`` is any other file in Keras's layout (``data.path``).
-KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
-#: Every ``data.dataset`` value: the one list (the space's schema reads it).
-DATASETS = (*KERAS_DATASETS, "npz")
 #: How raw images become model inputs (:func:`_images`); a model trained here expects exactly this.
 PREPROCESSING = (
     "float32 pixel values scaled to [0, 1] (raw uint8 pixels divided by 255), with a trailing channel axis"

@@ -46,7 +46,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from tuning._keras import import_keras
 from tuning.errors import SpaceError, user_error
-from tuning.space._specs import Searched
+from tuning.space import Searched
 
 import_keras()  # quietly: KerasTuner imports TensorFlow, whose start-up lines are noise
 import keras_tuner  # noqa: E402

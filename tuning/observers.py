@@ -27,7 +27,8 @@ from tuning.records import COMPLETE, FAILED, INTERRUPTED, PRUNED  # noqa: F401  
 if TYPE_CHECKING:
     import optuna
 
-    from tuning.space import SearchSpace, TrialConfig
+    from tuning.config import TrialConfig
+    from tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,15 @@ Trial user attributes (``trial.user_attrs``):
 ``seed``               the seed this trial's training used
 ``precision``          the Keras dtype policy it trained with (``train.precision: auto`` resolved)
 ``sampler_seed``       the seed of the sampler that drew this trial's parameters (study seed + trial number)
-``worker``             ``host:pid`` of the process that ran the trial (crash recovery reads it)
+``worker``             ``host:pid`` of the process that ran the trial (:func:`worker_id`; crash recovery reads it)
 ``device``             the GPU a ``--gpus`` worker ran the trial on (``CUDA_VISIBLE_DEVICES``), if any
+``retry_of``           on a trial that runs a failed trial's configuration again: that trial's number
+``keras_tuner_trial``  under ``study.engine: keras_tuner``: KerasTuner's view of the trial (its id; Hyperband's
+                       bracket, round, epochs and the trial it continues)
 =====================  ==========================================================================
+
+Trial system attributes (shared with Optuna's ``RetryFailedTrialCallback``): ``failed_trial`` (the first trial
+of a chain of retries) and ``retry_history`` (the numbers of the trials it retries).
 
 Study user attributes (``study.user_attrs``):
 
@@ -55,6 +61,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -81,6 +89,12 @@ PRECISION = "precision"
 SAMPLER_SEED = "sampler_seed"
 WORKER = "worker"
 DEVICE = "device"
+RETRY_OF = "retry_of"
+KT_TRIAL = "keras_tuner_trial"
+
+# Trial system attributes, named as Optuna's RetryFailedTrialCallback names them.
+FAILED_TRIAL = "failed_trial"
+RETRY_HISTORY = "retry_history"
 
 # Study user attributes.
 SPACE_HASH = "space_hash"
@@ -98,6 +112,62 @@ SPACE_SECTIONS = ("data", "model", "train", "objective")
 
 # Objective names that are not Keras metrics but measured by the toolkit.
 MEASURED_OBJECTIVES = {"params": PARAM_COUNT, "train_seconds": TRAIN_SECONDS}
+
+
+def host_name() -> str:
+    """This machine's name in worker ids: ``$TUNING_HOST`` when set (containers sharing a host name), else the
+    host name. Two machines must not share it: a dead pid on one would be read as the other's.
+
+    Example:
+        >>> host_name() == (os.environ.get("TUNING_HOST") or socket.gethostname())
+        True
+    """
+    return os.environ.get("TUNING_HOST") or socket.gethostname()
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, recorded on each trial (:data:`WORKER`) so a crashed worker's trials can be
+    recognised.
+
+    Example:
+        >>> worker_id().endswith(f":{os.getpid()}")
+        True
+    """
+    return f"{host_name()}:{os.getpid()}"
+
+
+def dead_local_pid(worker: Any) -> int | None:
+    """The pid in a ``worker`` attribute (``host:pid``) when it names this host and a process that no longer
+    exists (a zombie counts as dead); None otherwise (another host, a live process, this process, no worker).
+
+    Example:
+        >>> dead_local_pid(worker_id()) is None  # this very process
+        True
+    """
+    if not isinstance(worker, str) or ":" not in worker:
+        return None
+    worker_host, _, pid_text = worker.rpartition(":")
+    if worker_host != host_name() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if pid == os.getpid() or _alive(pid):
+        return None
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a zombie, already dead but not reaped, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (macOS): trust kill()
 
 
 def state_name(trial: Any) -> str:
@@ -142,7 +212,7 @@ def without_password(space: Mapping[str, Any]) -> dict[str, Any]:
         >>> without_password({"study": {"storage": "postgresql://u:secret@db/optuna"}})["study"]["storage"]
         'postgresql://u:***@db/optuna'
     """
-    from tuning._redact import redact_url
+    from tuning.redact import redact_url
 
     copy = {k: dict(v) if isinstance(v, Mapping) else v for k, v in space.items()}
     study = copy.get("study")

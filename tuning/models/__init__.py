@@ -23,7 +23,7 @@ from tuning.models._family import Draw, Family
 if TYPE_CHECKING:
     import keras
 
-    from tuning.space._config import Augmentation
+    from tuning.config import Augmentation
 
 __all__ = ["BUILT_IN", "MAX_PARAMS", "Draw", "Family", "build_model", "check_buildable", "get", "names", "register"]
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from tuning.space._schema import Key
+from tuning.schema import Key
 
 if TYPE_CHECKING:
     import keras
 
-    from tuning.space._config import Augmentation
+    from tuning.config import Augmentation
 
 
 class Draw(Protocol):

@@ -21,7 +21,7 @@ BN_MOMENTUM = 0.9
 if TYPE_CHECKING:
     import keras
 
-    from tuning.space._config import Augmentation
+    from tuning.config import Augmentation
 
 
 def classifier(

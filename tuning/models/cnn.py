@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tuning.config import ModelConfig
 from tuning.errors import ConfigurationError
 from tuning.models._family import Draw, Family
 from tuning.models._layers import BN_MOMENTUM, classifier, normalize_and_drop
-from tuning.space._config import ModelConfig
-from tuning.space._schema import ACTIVATION, BATCH_NORM, Key
+from tuning.schema import ACTIVATION, BATCH_NORM, Key
 
 if TYPE_CHECKING:
     import keras
 
-    from tuning.space._config import Augmentation
+    from tuning.config import Augmentation
 
 
 class CNNFamily(Family):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuning.models._family import Draw, Family
-from tuning.space._schema import Key
+from tuning.schema import Key
 
 
 @dataclass(frozen=True)

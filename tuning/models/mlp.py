@@ -12,15 +12,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from tuning.config import ModelConfig
 from tuning.models._family import Draw, Family
 from tuning.models._layers import classifier, normalize_and_drop
-from tuning.space._config import ModelConfig
-from tuning.space._schema import ACTIVATION, BATCH_NORM, Key
+from tuning.schema import ACTIVATION, BATCH_NORM, Key
 
 if TYPE_CHECKING:
     import keras
 
-    from tuning.space._config import Augmentation
+    from tuning.config import Augmentation
 
 
 class MLPFamily(Family):

@@ -27,7 +27,16 @@ from tuning.report._plots import (
     plot_parallel_coordinates,
     plot_param_importance,
 )
-from tuning.report._report import FORMATS, Report, StudyReport, build_report, render, write_report
+from tuning.report._report import (
+    FORMATS,
+    Report,
+    StudyReport,
+    build_report,
+    render,
+    to_html,
+    to_markdown,
+    write_report,
+)
 from tuning.report._tables import (
     RELIABLE_TRIALS,
     compare_studies,
@@ -64,5 +73,7 @@ __all__ = [
     "plot_parallel_coordinates",
     "plot_param_importance",
     "render",
+    "to_html",
+    "to_markdown",
     "write_report",
 ]

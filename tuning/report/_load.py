@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuning import records
-from tuning._redact import redact_text, redact_url, secrets_in_url
 from tuning.errors import StorageError, UserInputError
+from tuning.redact import redact_text, redact_url, secrets_in_url
 
 if TYPE_CHECKING:
     import optuna
@@ -20,7 +20,7 @@ class EmptyStudyError(UserInputError):
     """A study has no trial, or no completed trial, so there is nothing to report on."""
 
 
-def _redact(url: str, text: str | None = None) -> str:
+def redacted(url: str, text: str | None = None) -> str:
     """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``; with ``text``, redact that text
     (an error message that may quote the URL or its password) instead."""
     if text is None:
@@ -38,7 +38,7 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         StorageError: the URL is malformed, the SQLite file does not exist or is not an Optuna storage, the
             database cannot be reached or holds no Optuna tables. Passwords in the URL are redacted.
     """
-    from tuning._storage import open_read_only
+    from tuning.storage import open_read_only
 
     return open_read_only(url)
 
@@ -118,7 +118,7 @@ def load_studies(
     if not study_names:
         raise UserInputError("Name at least one study. Received: no study name. Fix: `tuning report STUDY`.")
     backend = open_storage(storage)
-    shown = _redact(storage or _default())
+    shown = redacted(storage or default_storage())
     existing = [s.study_name for s in backend.get_all_studies()]
     views = []
     for name in study_names:
@@ -144,18 +144,18 @@ def load_studies(
     return views
 
 
-def _default() -> str:
+def default_storage() -> str:
     from tuning._defaults import default_storage_url
 
     return default_storage_url()
 
 
-def _reason(trial: FrozenTrial) -> str:
+def reason_of(trial: FrozenTrial) -> str:
     """Why a trial was pruned or failed: the runner's ``reason`` attribute, else Optuna's ``fail_reason``."""
     return str(trial.user_attrs.get(records.REASON) or trial.system_attrs.get("fail_reason") or "")
 
 
-def _state(trial: FrozenTrial) -> str:
+def state_of(trial: FrozenTrial) -> str:
     """The state as every table writes it: complete, pruned, failed (running, waiting)."""
     return records.state_name(trial)
 
@@ -163,16 +163,16 @@ def _state(trial: FrozenTrial) -> str:
 def _state_counts(view: StudyView) -> str:
     counts: dict[str, int] = {}
     for t in view.trials:
-        counts[_state(t)] = counts.get(_state(t), 0) + 1
+        counts[state_of(t)] = counts.get(state_of(t), 0) + 1
     return ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
 def _reasons(view: StudyView, limit: int = 3) -> str:
     shown = []
     for t in view.trials:
-        reason = _reason(t)
+        reason = reason_of(t)
         if reason:
-            shown.append(f"trial {t.number} {_state(t)}: {reason}")
+            shown.append(f"trial {t.number} {state_of(t)}: {reason}")
         if len(shown) == limit:
             break
     return f" ({'; '.join(shown)})" if shown else ""

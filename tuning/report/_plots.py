@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuning import records
-from tuning.report._load import StudyView, _state, as_view
-from tuning.report._tables import _sort_completed, param_importance
+from tuning.report._load import StudyView, as_view, state_of
+from tuning.report._tables import param_importance, sort_completed
 
 if TYPE_CHECKING:
     import optuna
@@ -48,12 +48,12 @@ def history_data(study: optuna.Study | StudyView, objective: int = 0) -> pd.Data
     finished = sorted(
         (t for t in view.trials if t.datetime_complete is not None), key=lambda t: (t.datetime_complete, t.number)
     )
-    values = [t.values[objective] if _state(t) == "complete" and t.values else math.nan for t in finished]
+    values = [t.values[objective] if state_of(t) == "complete" and t.values else math.nan for t in finished]
     rows = [
         {
             "study": view.name,
             "trial": t.number,
-            "state": _state(t),
+            "state": state_of(t),
             "value": value,
             "best_so_far": best,
             "elapsed_seconds": (t.datetime_complete - origin).total_seconds(),
@@ -287,7 +287,7 @@ def learning_curves_data(study: optuna.Study | StudyView, top: int = 5, metric: 
     import pandas as pd
 
     view = as_view(study)
-    best = _sort_completed(view)[:top]
+    best = sort_completed(view)[:top]
     histories = [(t, t.user_attrs.get(records.HISTORY) or {}) for t in best]
     if metric is None:
         keys = [k for _, h in histories for k in h]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tuning.errors import user_error
-from tuning.report._load import StudyView, _default, _redact, load_studies
+from tuning.report._load import StudyView, default_storage, load_studies, redacted
 from tuning.report._tables import (
     compare_studies,
     leaderboard,
@@ -177,7 +177,7 @@ def build_report(
         tables["param_importance"] = param_importance(view)
         tables["outcomes"] = outcomes(view)
         sections.append(StudyReport(view=view, tables=tables))
-    return Report(sections, compare_studies(views, target=target), _redact(storage or _default()), top, target)
+    return Report(sections, compare_studies(views, target=target), redacted(storage or default_storage()), top, target)
 
 
 def write_report(

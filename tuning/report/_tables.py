@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuning import records
-from tuning.report._load import StudyView, _reason, _state, as_view
+from tuning.report._load import StudyView, as_view, reason_of, state_of
 
 if TYPE_CHECKING:
     import optuna
@@ -57,7 +57,7 @@ def _param_order(view: StudyView, trials: Sequence[FrozenTrial]) -> list[str]:
     return list(names)
 
 
-def _sort_completed(view: StudyView, objective: int = 0) -> list[FrozenTrial]:
+def sort_completed(view: StudyView, objective: int = 0) -> list[FrozenTrial]:
     sign = -1.0 if view.maximize[objective] else 1.0
     return sorted(view.completed, key=lambda t: (sign * t.values[objective], t.number))
 
@@ -79,7 +79,7 @@ def leaderboard(study: optuna.Study | StudyView, top: int = 10) -> pd.DataFrame:
     import pandas as pd
 
     view = as_view(study)
-    best = _sort_completed(view)[: max(int(top), 0)]
+    best = sort_completed(view)[: max(int(top), 0)]
     front = {t.number for t in _pareto_trials(view)} if view.multi_objective else set()
     params = _param_order(view, best)
     rows = []
@@ -93,7 +93,7 @@ def leaderboard(study: optuna.Study | StudyView, top: int = 10) -> pd.DataFrame:
             epochs=_int(t.user_attrs.get(records.EPOCHS)),
             train_seconds=_float(t.user_attrs.get(records.TRAIN_SECONDS)),
             duration_seconds=_seconds(t),
-            state=_state(t),
+            state=state_of(t),
             mlflow_run_id=t.user_attrs.get(records.MLFLOW_RUN_ID) or "",
         )
         for name in params:
@@ -397,13 +397,13 @@ def outcomes(study: optuna.Study | StudyView, max_numbers: int = 20) -> pd.DataF
     view = as_view(study)
     groups: dict[tuple[str, str], list[FrozenTrial]] = {}
     for t in view.trials:
-        groups.setdefault((_state(t), _NUMBER.sub("#", _reason(t))), []).append(t)
+        groups.setdefault((state_of(t), _NUMBER.sub("#", reason_of(t))), []).append(t)
     rows = []
     for (state, pattern), trials in sorted(
         groups.items(), key=lambda kv: (_STATE_ORDER.get(kv[0][0], 9), -len(kv[1]), kv[0][1])
     ):
         numbers = [t.number for t in trials]
-        reasons = {_reason(t) for t in trials}
+        reasons = {reason_of(t) for t in trials}
         reason = reasons.pop() if len(reasons) == 1 else f"{pattern} (# varies)"
         shown = ", ".join(str(n) for n in numbers[:max_numbers]) + (", …" if len(numbers) > max_numbers else "")
         rows.append({"state": state, "reason": reason, "trials": len(numbers), "trial_numbers": shown})
@@ -433,11 +433,11 @@ def compare_studies(studies: Sequence[optuna.Study | StudyView], target: float |
     for study in studies:
         view = as_view(study)
         maximize = view.maximize[0]
-        best_trial = _sort_completed(view)[0] if view.completed else None
+        best_trial = sort_completed(view)[0] if view.completed else None
         starts = [t.datetime_start for t in view.trials if t.datetime_start is not None]
         ends = [t.datetime_complete for t in view.trials if t.datetime_complete is not None]
         origin = min(starts) if starts else None
-        states = [_state(t) for t in view.trials]
+        states = [state_of(t) for t in view.trials]
         row: dict[str, Any] = {
             "study": view.name,
             "objective": view.objectives[0],
@@ -480,7 +480,7 @@ def _to_target(view: StudyView, target: float, origin: Any) -> dict[str, Any]:
     epochs = 0
     for count, t in enumerate(finished, start=1):
         epochs += _int(t.user_attrs.get(records.EPOCHS)) or 0
-        if _state(t) == "complete" and t.values and (t.values[0] >= target if maximize else t.values[0] <= target):
+        if state_of(t) == "complete" and t.values and (t.values[0] >= target if maximize else t.values[0] <= target):
             return {
                 "target": target,
                 "reached": True,

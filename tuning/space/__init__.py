@@ -18,16 +18,23 @@ Example:
     True
 """
 
-from tuning.space._config import Augmentation, ModelConfig, TrainConfig, TrialConfig
+from tuning.config import Augmentation, ModelConfig, TrainConfig, TrialConfig
 from tuning.space._sections import DataSpec, Objective, StudySpec
 from tuning.space._space import SearchSpace
+from tuning.space._specs import Fixed, PerLayer, Searched
+from tuning.space._yaml import MAX_FILE_BYTES, MAX_NODES
 
 __all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
     "Augmentation",
     "DataSpec",
+    "Fixed",
     "ModelConfig",
     "Objective",
+    "PerLayer",
     "SearchSpace",
+    "Searched",
     "StudySpec",
     "TrainConfig",
     "TrialConfig",

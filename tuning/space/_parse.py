@@ -23,9 +23,9 @@ from typing import Any
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tuning import models
+from tuning import schema as S
 from tuning.errors import SpaceError
 from tuning.records import MEASURED_OBJECTIVES
-from tuning.space import _schema as S
 from tuning.space._sections import DataSpec, Objective, StudySpec
 from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched
 

@@ -22,11 +22,12 @@ import yaml
 from optuna.distributions import BaseDistribution
 
 from tuning import models
+from tuning.config import Augmentation, TrainConfig, TrialConfig
 from tuning.errors import SpaceError
+from tuning.records import MEASURED_OBJECTIVES
 from tuning.space import _parse, _yaml
-from tuning.space._config import Augmentation, TrainConfig, TrialConfig
 from tuning.space._sections import DataSpec, Objective, StudySpec
-from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched, _fmt
+from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched, format_value
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,19 @@ class SearchSpace:
         assert isinstance(spec, Searched)
         values = spec.grid_values()
         return int(max(values) if values else spec.distribution.high)  # type: ignore[attr-defined]
+
+    def early_stopping_monitor(self) -> tuple[str, str]:
+        """What ``train.early_stopping`` watches: the first objective and its direction, or ``val_loss`` when
+        that objective is not a metric Keras reports each epoch (``params``, ``train_seconds``).
+
+        Example:
+            >>> SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 1}}).early_stopping_monitor()
+            ('val_accuracy', 'maximize')
+        """
+        objective = self.objectives[0]
+        if objective.metric in MEASURED_OBJECTIVES:
+            return ("val_loss", "minimize")
+        return (objective.metric, objective.direction)
 
     def to_dict(self) -> dict[str, Any]:
         """The normalised space (every default filled in) as plain JSON/YAML data; ``from_dict`` reads it back.
@@ -303,24 +317,24 @@ class SearchSpace:
             if isinstance(s, Searched):
                 rows.append((path, s.kind(), s.values_text()))
             elif isinstance(s, Fixed):
-                fixed.append(f"{path}={_fmt(s.value)}")
+                fixed.append(f"{path}={format_value(s.value)}")
             elif s.mode == "per_layer":
                 inner = s.specs[0]
                 if isinstance(inner, Searched):
                     name = f"{path}.1" if deepest == 1 else f"{path}.{{1..{deepest}}}"
                     rows.append((name, inner.kind(), f"{inner.values_text()}   (per layer)"))
                 else:
-                    fixed.append(f"{path}={_fmt(inner.value)} (every layer)")
+                    fixed.append(f"{path}={format_value(inner.value)} (every layer)")
             else:
                 used = s.specs[:deepest]
                 if all(isinstance(x, Fixed) for x in used):
-                    fixed.append(f"{path}=[{', '.join(_fmt(x.value) for x in used)}] (per layer)")  # type: ignore
+                    fixed.append(f"{path}=[{', '.join(format_value(x.value) for x in used)}] (per layer)")  # type: ignore
                     continue
                 for i, x in enumerate(used, 1):
                     if isinstance(x, Searched):
                         rows.append((f"{path}.{i}", x.kind(), f"{x.values_text()}   (layer {i})"))
                     else:
-                        fixed.append(f"{path}.{i}={_fmt(x.value)}")
+                        fixed.append(f"{path}.{i}={format_value(x.value)}")
         objectives = ", ".join(f"{o.metric} ({o.direction})" for o in self.objectives)
         where = f" ({self.source})" if self.source else ""
         n = len(rows)
@@ -341,13 +355,13 @@ class SearchSpace:
         lines.append(line)
         d = self.data
         size = f", {d.train_size} training images" if d.train_size is not None else ""
-        lines.append(f"  data: {d.dataset}{size}, validation split {_fmt(d.validation_split)}")
+        lines.append(f"  data: {d.dataset}{size}, validation split {format_value(d.validation_split)}")
         st = self.study
         trials = f"{st.n_trials} trial{'s' if st.n_trials != 1 else ''}"
-        extra = f", timeout {_fmt(st.timeout)} s" if st.timeout is not None else ""
+        extra = f", timeout {format_value(st.timeout)} s" if st.timeout is not None else ""
         n_enq = len(st.enqueue)
         if st.tuner is not None:
-            options = [f"{k} {'null' if v is None else _fmt(v)}" for k, v in st.tuner.items() if k != "type"]
+            options = [f"{k} {'null' if v is None else format_value(v)}" for k, v in st.tuner.items() if k != "type"]
             if st.tuner["type"] == "hyperband":  # train.epochs is then Hyperband's, not a parameter
                 options.append(f"max_epochs {self.max_epochs()} from train.epochs")
             listed = f" ({', '.join(options)})" if options else ""

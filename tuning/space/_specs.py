@@ -89,10 +89,10 @@ class Searched:
         """What the distribution allows, in words, for error messages."""
         d = self.distribution
         if isinstance(d, CategoricalDistribution):
-            return "one of " + ", ".join(_fmt(c) for c in d.choices)
+            return "one of " + ", ".join(format_value(c) for c in d.choices)
         assert isinstance(d, IntDistribution | FloatDistribution)
-        step = f" on steps of {_fmt(d.step)} from {_fmt(d.low)}" if d.step not in (None, 1) else ""
-        return f"between {_fmt(d.low)} and {_fmt(d.high)}{step}"
+        step = f" on steps of {format_value(d.step)} from {format_value(d.low)}" if d.step not in (None, 1) else ""
+        return f"between {format_value(d.low)} and {format_value(d.high)}{step}"
 
     def kind(self) -> str:
         """A short kind for ``describe()``: ``int``, ``float, log``, ``float, step 0.1``, ``categorical``."""
@@ -103,16 +103,16 @@ class Searched:
         if d.log:
             return f"{base}, log"
         if d.step is not None and d.step != 1:
-            return f"{base}, step {_fmt(d.step)}"
+            return f"{base}, step {format_value(d.step)}"
         return base
 
     def values_text(self) -> str:
         """The values for ``describe()``: ``16, 32, 64`` or ``0.0001 … 0.01``."""
         d = self.distribution
         if isinstance(d, CategoricalDistribution):
-            return ", ".join(_fmt(c) for c in d.choices)
+            return ", ".join(format_value(c) for c in d.choices)
         assert isinstance(d, IntDistribution | FloatDistribution)
-        return f"{_fmt(d.low)} … {_fmt(d.high)}"
+        return f"{format_value(d.low)} … {format_value(d.high)}"
 
     def suggest(self, trial: Any, name: str) -> Any:
         """Sample this value through ``trial`` (an ``optuna.Trial`` or ``FixedTrial``) under ``name``."""
@@ -152,7 +152,13 @@ class PerLayer:
 AnySpec = Fixed | Searched | PerLayer
 
 
-def _fmt(x: Any) -> str:
+def format_value(x: Any) -> str:
+    """A value as a space shows it: ``true``/``false``, ``0.0001`` as ``0.0001``, ``1e-05`` as ``1e-05``.
+
+    Example:
+        >>> format_value(True), format_value(0.30000000000000004), format_value(64)
+        ('true', '0.3', '64')
+    """
     if isinstance(x, bool):
         return "true" if x else "false"
     if isinstance(x, float):

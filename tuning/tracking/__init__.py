@@ -2,7 +2,9 @@
 
 The study runner constructs :class:`MlflowTracker` when tracking is on (MLflow is imported only then),
 calls :meth:`MlflowTracker.check` before any trial runs, and passes it as a
-:class:`~tuning.observers.StudyObserver`. See ``docs/tracking.md`` for what each run holds.
+:class:`~tuning.observers.StudyObserver`. Crash recovery ends the runs dead workers left RUNNING
+(:func:`end_dead_runs`, :func:`reconcile_runs`, :func:`close_study_run`). See ``docs/tracking.md`` for what each
+run holds. Importing this package does not import MLflow.
 
 Example:
     >>> from tuning.tracking import MlflowTracker
@@ -13,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from tuning.tracking._runs import close_study_run, end_dead_runs, reconcile_runs
 from tuning.tracking._tracker import RUN_STATUS, MlflowTracker
 
-__all__ = ["RUN_STATUS", "MlflowTracker"]
+__all__ = ["RUN_STATUS", "MlflowTracker", "close_study_run", "end_dead_runs", "reconcile_runs"]

@@ -41,7 +41,7 @@ def fixed_params(space: Any) -> dict[str, Any]:
         >>> params["train.epochs"], params["data.dataset"], "model.depth" in params
         (3, 'mnist', False)
     """
-    from tuning.space._specs import Fixed
+    from tuning.space import Fixed
 
     resolved = space.to_dict()
     params: dict[str, Any] = {f"data.{k}": v for k, v in resolved["data"].items() if v is not None}

@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tuning._storage import first_start_lock
+from tuning.storage import first_start_lock
 
 
 def ensure_database(path: Path) -> None:

@@ -29,13 +29,14 @@ from urllib.parse import urlsplit
 
 from tuning import records
 from tuning._defaults import TRACKING_FILE
-from tuning._redact import redact_text, redact_url, secrets_in_url
 from tuning.errors import TrackingError
 from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, StudyObserver, TrialOutcome
+from tuning.redact import redact_text, redact_url, secrets_in_url
+from tuning.storage import absolute_url, sqlite_path
 from tuning.tracking import _artifacts, _env, _sqlite
 from tuning.tracking._model import BEST_MODEL as _BEST_MODEL
 from tuning.tracking._model import TRIAL_MODEL as _TRIAL_MODEL
-from tuning.tracking._worker import PROBE_SECONDS, _Worker, is_connection_error
+from tuning.tracking._worker import PROBE_SECONDS, Worker, is_connection_error
 from tuning.tracking.tags import (
     PARENT_TAG,
     TAG_BEST_MODEL,
@@ -134,7 +135,7 @@ class MlflowTracker(StudyObserver):
         self.registered_uri: str | None = None
         self._secrets = secrets_in_url(self.tracking_uri) + secrets_in_url(storage_url)
         http = urlsplit(self.tracking_uri).scheme in ("http", "https")
-        self._worker = _Worker(
+        self._worker = Worker(
             "mlflow-tracking", self._secrets, probe=self._answers if http else None, describe=self.uri
         )
         self._lock = threading.Lock()
@@ -453,8 +454,6 @@ class MlflowTracker(StudyObserver):
             ) from None
 
     def _sqlite_path(self) -> Path | None:
-        from tuning._storage import sqlite_path
-
         return sqlite_path(self.tracking_uri)
 
     def _sqlite_artifact_root(self) -> Path:
@@ -547,8 +546,6 @@ class MlflowTracker(StudyObserver):
                 self._experiment_name,
                 self.uri,
             )
-        from tuning._study import absolute_url
-
         storage = redact_text(absolute_url(self.storage_url), self._secrets) if self.storage_url else ""
         tags = {TAG_ROLE: "study", TAG_STUDY: study.study_name}
         if storage:
@@ -861,9 +858,7 @@ def _others_running(study: optuna.Study) -> bool:
     is one the storage failed to record as finished)."""
     from optuna.trial import TrialState
 
-    from tuning._study import worker_id
-
-    me = worker_id()
+    me = records.worker_id()
     try:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     except Exception:  # the storage is unreachable (the run ends with that error): end the study's run

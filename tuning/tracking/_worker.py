@@ -1,6 +1,6 @@
 """One background thread per tracker that runs MLflow calls in the order they were submitted.
 
-Training threads only enqueue closures and never wait on MLflow; :meth:`_Worker.flush` waits, for a bounded
+Training threads only enqueue closures and never wait on MLflow; :meth:`Worker.flush` waits, for a bounded
 time, until everything submitted so far is done. A failing job is logged (redacted) and the next one runs.
 
 When the tracking server cannot be reached (a connection refused, a timeout, a 5xx), the worker goes
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tuning._redact import redact_text
+from tuning.redact import redact_text
 
 log = logging.getLogger("tuning.tracking")
 
@@ -63,7 +63,7 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-class _Worker:
+class Worker:
     """An ordered job queue served by one daemon thread, started on the first job, with an offline spool.
 
     Args:
@@ -173,7 +173,7 @@ class _Worker:
                     self.parent_unsent = True
                 else:
                     self.unsent_trials.add(job.trial)
-            from tuning._storage import database_cause
+            from tuning.storage import database_cause
 
             cause = database_cause(exc)  # the Optuna storage failing under us: its own words, not Optuna's wrapper
             log.warning("MLflow tracking: could not %s: %s", job.what, redact_text(str(cause), self._secrets))

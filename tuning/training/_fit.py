@@ -1,12 +1,13 @@
-"""One trial's training: seed, build, compile, fit with a per-epoch hook, evaluate; nothing about Optuna here.
+"""One model's training: seed, build, compile, fit with a per-epoch hook, evaluate; nothing about Optuna here.
 
-The runner passes an ``on_epoch(epoch, logs)`` hook that reports to Optuna and returns a reason to stop
+The caller passes an ``on_epoch(epoch, logs)`` hook that reports to Optuna and returns a reason to stop
 (pruning). Two watchdogs stop a model that does not learn: a NaN or infinite loss (the trial fails), and a
 validation accuracy still at chance level after ``train.chance_epochs`` epochs (the trial is pruned) — the 9.8%
-row of the TensorFlow tutorial's table.
+row of the TensorFlow tutorial's table. Training may continue from a :class:`Checkpoint` (weights and optimizer
+state) and leave one behind.
 
 Example:
-    >>> from tuning.space import ModelConfig, TrainConfig, TrialConfig
+    >>> from tuning.config import ModelConfig, TrainConfig, TrialConfig
     >>> cfg = TrialConfig(ModelConfig("mlp", 1, (50,)), TrainConfig(epochs=1))
     >>> result = train(cfg, dataset, seed=0)  # doctest: +SKIP
     >>> result.state, result.history["val_accuracy"]  # doctest: +SKIP
@@ -19,56 +20,22 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuning import records
 from tuning._keras import import_keras
-from tuning._precision import resolve as resolve_precision
 from tuning.errors import ConfigurationError
+from tuning.training._optimizer import make_optimizer, stopping_callbacks
+from tuning.training._precision import resolve as resolve_precision
+from tuning.training._types import BuildFn, Checkpoint, EpochHook, FitFn, TrainResult
 
 if TYPE_CHECKING:
     import keras
 
+    from tuning.config import TrialConfig
     from tuning.data import Dataset
-    from tuning.space import SearchSpace, TrainConfig, TrialConfig
-
-#: ``on_epoch(epoch, logs)`` returns ``None`` to go on or a sentence saying why the trial is pruned.
-EpochHook = Callable[[int, Mapping[str, float]], "str | None"]
-#: A user's own model builder: takes the trial's configuration, returns a Keras model (compiled or not).
-BuildFn = Callable[["TrialConfig"], "keras.Model"]
-#: Trains a built model: called as ``fit_fn(model, x, y, batch_size=..., epochs=..., validation_data=...,
-#: callbacks=..., verbose=0)`` (a KerasTuner ``HyperModel.fit``); returns a History, a dict of final metrics,
-#: a dict of final metrics (``{"val_accuracy": 0.98}``) or anything else (ignored: the epochs were reported).
-FitFn = Callable[..., Any]
-
-
-
-@dataclass
-class TrainResult:
-    """What training produced. ``state`` is ``complete``, ``pruned`` or ``failed``; ``reason`` says why not complete."""
-
-    state: str
-    model: Any
-    history: dict[str, list[float]] = field(default_factory=dict)
-    epochs: int = 0
-    train_seconds: float = 0.0
-    param_count: int = 0
-    reason: str | None = None
-    test_accuracy: float | None = None
-    precision: str = "float32"  # the Keras dtype policy it trained with (``auto`` resolved)
-
-    def metric(self, name: str) -> float:
-        """The final value of an objective metric: a Keras metric of the last epoch, ``params`` or ``train_seconds``."""
-        if name == "params":
-            return float(self.param_count)
-        if name == "train_seconds":
-            return self.train_seconds
-        values = self.history.get(name)
-        if not values:
-            raise ConfigurationError(f"the model reported no metric {name!r}; it reported {sorted(self.history)}")
-        return values[-1]
 
 
 def release_memory(clear_session: bool = True) -> None:
@@ -120,6 +87,10 @@ def train(
     on_epoch: EpochHook | None = None,
     build_fn: BuildFn | None = None,
     fit_fn: FitFn | None = None,
+    start: Checkpoint | None = None,
+    stop_at: int | None = None,
+    save_to: Path | None = None,
+    callbacks: Sequence[Any] = (),
     evaluate_test: bool = True,
     exclusive: bool = True,
     monitor: tuple[str, str] = ("val_loss", "minimize"),
@@ -133,15 +104,19 @@ def train(
     ``seed`` alone decides the initial weights, dropout masks and batch order, also while other threads train
     (``exclusive=False``): seeding, building and the start of ``fit`` (where Keras draws its shuffling seed)
     take one process-wide lock, held until the first epoch begins. ``monitor`` is the metric and direction
-    ``train.early_stopping`` watches: the study's objective.
+    ``train.early_stopping`` watches: the study's objective. ``start`` continues from a checkpoint (from its
+    epoch); training stops at epoch ``stop_at`` (default ``config.train.epochs``, which is always the length of
+    the learning-rate schedule); ``save_to`` writes the trained weights and optimizer state there;
+    ``callbacks`` are added to the toolkit's own.
 
     Raises:
-        ConfigurationError: the configuration cannot be built (the trial fails with this reason).
+        ConfigurationError: the configuration cannot be built, or ``build_fn`` returned no Keras model (the
+            trial fails with this reason).
     """
     keras = import_keras()
 
-    from tuning._epoch_watch import EpochWatch
     from tuning.models import build_model
+    from tuning.training._watch import EpochWatch
 
     release_memory(clear_session=exclusive)
     seeding = _SeedingLock()
@@ -150,31 +125,29 @@ def train(
         precision = resolve_precision(config.train.precision)[0]
         keras.mixed_precision.set_dtype_policy(precision)
         if build_fn is not None:
-            model = build_fn(config)
+            model = _checked_model(build_fn(config))
         else:
             model = build_model(config.model, data.input_shape, data.num_classes, config.train.augmentation)
+        steps = -(-len(data.x_train) // config.train.batch_size)
         if not getattr(model, "compiled", False):
-            steps = -(-len(data.x_train) // config.train.batch_size)
-            model.compile(
-                optimizer=make_optimizer(config.train, steps_per_epoch=steps),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
+            model.compile(optimizer=make_optimizer(config.train, steps_per_epoch=steps),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        if start is not None:
+            _restore(model, start)
         watch = EpochWatch(config.train, data.chance_accuracy, on_epoch, on_train_begin=seeding.release)
-        x_train, y_train, x_val, y_val = _as_tensors(data)[:4]
+        x_train, y_train, x_val, y_val = as_tensors(data)[:4]
         if _wants_one_hot(model):
             y_train, y_val = (keras.ops.one_hot(y, data.num_classes) for y in (y_train, y_val))
-        start = time.perf_counter()
-        returned = (fit_fn or _fit)(
-            model,
-            x_train,
-            y_train,
-            batch_size=config.train.batch_size,
-            epochs=config.train.epochs,
-            validation_data=(x_val, y_val),
-            callbacks=[watch, *_early_stopping(config.train, monitor), *_plateau(config.train)],
-            verbose=0,
-        )
+        kwargs: dict[str, Any] = {
+            "epochs": stop_at or config.train.epochs,
+            "validation_data": (x_val, y_val),
+            "callbacks": [watch, *stopping_callbacks(config.train, monitor), *callbacks],
+            "verbose": 0,
+        }
+        if start is not None:
+            kwargs["initial_epoch"] = start.epoch
+        started = time.perf_counter()
+        returned = _fit_with_default_batch(model, fit_fn, x_train, y_train, config.train.batch_size, kwargs)
     finally:
         seeding.release()  # a fit_fn that never calls on_train_begin holds it to the end
     history = watch.history or _returned_metrics(returned)
@@ -183,21 +156,71 @@ def train(
         model=model,
         history=history,
         epochs=len(watch.history.get("loss", [])) or (1 if history else 0),
-        train_seconds=time.perf_counter() - start,
+        train_seconds=time.perf_counter() - started,
         param_count=int(model.count_params()),
         reason=watch.reason,
         precision=precision,
     )
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        model.save_weights(save_to)
     if result.state == records.COMPLETE and evaluate_test:
         result.test_accuracy = test_accuracy(model, data, batch_size=config.train.batch_size)
     return result
 
 
+def _checked_model(model: Any) -> keras.Model:
+    """``model`` if it is a Keras model; a clear :class:`ConfigurationError` otherwise (``build`` returned 42)."""
+    keras = import_keras()
+    if not isinstance(model, keras.Model):
+        raise ConfigurationError(
+            f"the model builder returned {type(model).__name__} {_short(model)}, not a Keras model: build(hp) "
+            "(or build_fn) must return a keras.Model"
+        )
+    return model
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _restore(model: keras.Model, start: Checkpoint) -> None:
+    """Load a checkpoint's weights and optimizer state into a compiled model (the optimizer built first, so that
+    its moments and step count are loaded instead of skipped)."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(start.path)
+
+
+def _fit_with_default_batch(model: Any, fit_fn: FitFn | None, x: Any, y: Any, batch_size: int,
+                            kwargs: dict[str, Any]) -> Any:
+    """Call ``fit_fn`` (or ``model.fit``) with ``batch_size`` as the default of ``model.fit``.
+
+    A KerasTuner ``HyperModel.fit`` that tunes the batch size passes its own (``model.fit(*args,
+    batch_size=hp.Choice(...), **kwargs)``, the keras.io pattern): that one wins, as under KerasTuner, where
+    ``search()`` passes no batch size. A ``fit`` that passes none trains with ``train.batch_size``.
+    """
+    if fit_fn is None:
+        return model.fit(x, y, batch_size=batch_size, **kwargs)
+    fit = model.fit
+
+    def fit_with_default(*args: Any, **given: Any) -> Any:
+        given.setdefault("batch_size", batch_size)
+        return fit(*args, **given)
+
+    model.fit = fit_with_default
+    try:
+        return fit_fn(model, x, y, **kwargs)
+    finally:
+        del model.fit  # the instance attribute: model.fit is the class's method again
+
+
 def test_accuracy(model: keras.Model, data: Dataset, batch_size: int = 256) -> float | None:
     """The accuracy of a trained ``model`` on ``data``'s test set; None without test images or an accuracy metric.
 
-    Evaluates in batches of at least 256 (inference needs no small batches). The runner calls it for the
-    trials that lead the study (``study.test_on``), once each.
+    Evaluates in batches of at least 256 (inference needs no small batches). The study calls it for the
+    trials that lead it (``study.test_on``), once each.
 
     Example:
         >>> test_accuracy(result.model, dataset)  # doctest: +SKIP
@@ -205,15 +228,11 @@ def test_accuracy(model: keras.Model, data: Dataset, batch_size: int = 256) -> f
     """
     if not len(data.x_test):
         return None
-    x_test, y_test = _as_tensors(data)[4:]
+    x_test, y_test = as_tensors(data)[4:]
     if _wants_one_hot(model):
         y_test = import_keras().ops.one_hot(y_test, data.num_classes)
     logs = model.evaluate(x_test, y_test, batch_size=max(256, batch_size), verbose=0, return_dict=True)
     return float(logs["accuracy"]) if "accuracy" in logs else None
-
-
-def _fit(model: Any, *args: Any, **kwargs: Any) -> Any:
-    return model.fit(*args, **kwargs)
 
 
 def _wants_one_hot(model: Any) -> bool:
@@ -234,8 +253,12 @@ def _returned_metrics(returned: Any) -> dict[str, list[float]]:
 _TENSORS: dict[int, tuple[Any, ...]] = {}
 
 
-def _as_tensors(data: Dataset) -> tuple[Any, ...]:
-    """The data set's six arrays as TensorFlow tensors in host memory, converted once per data set.
+def as_tensors(data: Dataset) -> tuple[Any, ...]:
+    """The data set's six arrays as TensorFlow tensors in host memory, converted once per data set and kept as
+    long as the data set lives: ``(x_train, y_train, x_val, y_val, x_test, y_test)``.
+
+    Example:
+        >>> x_train, y_train, x_val, y_val, x_test, y_test = as_tensors(dataset)  # doctest: +SKIP
 
     Given NumPy arrays, Keras converts the whole training, validation and test arrays to tensors again at
     every ``fit`` and ``evaluate``: about 50 ms a trial on 10,000 MNIST images here (3% of a 1.6-s trial).
@@ -256,70 +279,6 @@ def _as_tensors(data: Dataset) -> tuple[Any, ...]:
         _TENSORS[key] = tensors
         weakref.finalize(data, _TENSORS.pop, key, None)
     return tensors
-
-
-#: Every ``train.optimizer`` name and its class in ``keras.optimizers``: the one list (the schema reads it).
-OPTIMIZER_CLASSES = {
-    "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam", "adagrad": "Adagrad",
-}
-#: The optimizers that take ``train.momentum``.
-_WITH_MOMENTUM = ("sgd", "rmsprop")
-
-
-def make_optimizer(train: TrainConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
-    """The Keras optimizer named by ``train.optimizer`` with ``train.learning_rate`` (and ``momentum``).
-
-    The rate is ``train.scaled_learning_rate`` (``train.lr_scaling``). ``train.schedule: cosine`` decays it to 0
-    over ``train.epochs`` × ``steps_per_epoch`` steps.
-    """
-    from keras import optimizers
-
-    lr: Any = train.scaled_learning_rate
-    if train.schedule == "cosine" and steps_per_epoch:
-        lr = optimizers.schedules.CosineDecay(lr, decay_steps=train.epochs * steps_per_epoch)
-    name = train.optimizer
-    if name not in OPTIMIZER_CLASSES:
-        raise ConfigurationError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZER_CLASSES)}")
-    options: dict[str, Any] = {"learning_rate": lr}
-    if name in _WITH_MOMENTUM:
-        options["momentum"] = train.momentum
-    return getattr(optimizers, OPTIMIZER_CLASSES[name])(**options)
-
-
-def _plateau(train: TrainConfig) -> list[Any]:
-    """``train.schedule: plateau``: halve the learning rate when val_loss has not improved for 2 epochs."""
-    if train.schedule != "plateau":
-        return []
-    import keras
-
-    return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2,
-                                              min_lr=train.scaled_learning_rate / 64)]
-
-
-def objective_monitor(space: SearchSpace) -> tuple[str, str]:
-    """What ``train.early_stopping`` watches: the first objective and its direction, or ``val_loss`` when that
-    objective is not a metric Keras reports each epoch (``params``, ``train_seconds``).
-
-    Example:
-        >>> from tuning.space import SearchSpace
-        >>> objective_monitor(SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 1}}))
-        ('val_accuracy', 'maximize')
-    """
-    objective = space.objectives[0]
-    if objective.metric in records.MEASURED_OBJECTIVES:
-        return ("val_loss", "minimize")
-    return (objective.metric, objective.direction)
-
-
-def _early_stopping(train: TrainConfig, monitor: tuple[str, str]) -> list[Any]:
-    """Keras's EarlyStopping with ``train.early_stopping`` epochs of patience on ``monitor`` (metric, direction)."""
-    if not train.early_stopping:
-        return []
-    import keras
-
-    metric, direction = monitor
-    mode = "max" if direction == "maximize" else "min"
-    return [keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=train.early_stopping)]
 
 
 #: Held from seeding a trial until its first epoch begins: Keras's seed is global to the process.

@@ -2,10 +2,10 @@
 
 Each worker is the same ``tuning run`` command in a subprocess (``--quiet``), joining the one study in the
 shared storage exactly as workers on other machines do: the storage hands out trials, the study's total is kept
-by :mod:`tuning._gate`, crashed workers are recovered by :mod:`tuning._recovery`. This parent process only plans
-the workers' environments, starts them (the first alone until the study exists, so that two processes never
-create the same database at once), prints one line per finished trial from the storage, forwards Ctrl-C and
-SIGTERM once to every worker, and prints the summary.
+by :class:`~tuning.study.TotalGate`, crashed workers are recovered by :func:`~tuning.study.recover`. This parent
+process only plans the workers' environments, starts them (the first alone until the study exists, so that two
+processes never create the same database at once), prints one line per finished trial from the storage, forwards
+Ctrl-C and SIGTERM once to every worker, and prints the summary.
 
 Each worker gets its share of the CPU cores (``TUNING_CPU_THREADS``, applied with ``tf.config.threading``
 before TensorFlow starts) and, with ``--gpus``, one GPU (``CUDA_VISIBLE_DEVICES``, memory growth on).
@@ -28,18 +28,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuning import tracking
+from tuning._keras import GPU_ENV, THREADS_ENV, WORKER_INDEX_ENV
 from tuning.errors import user_error
+from tuning.progress import trial_line
+from tuning.study._create import open_storage
+from tuning.study._gate import COUNTED_STATES
+from tuning.study._recovery import recover
 
 if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
-__all__ = ["announce_ready", "configure_tensorflow", "parse_gpus", "run_workers", "worker_plan"]
+__all__ = ["announce_ready", "parse_gpus", "run_workers", "worker_argv", "worker_plan"]
 
 #: Environment variables a worker reads (set by :func:`worker_plan`).
-THREADS_ENV = "TUNING_CPU_THREADS"
-GPU_ENV = "TUNING_GPU"
-INDEX_ENV = "TUNING_WORKER_INDEX"
 READY_ENV = "TUNING_READY_FILE"
 
 _OWN_OPTIONS = {"--workers": True, "--gpus": True, "--trials-per-gpu": True}
@@ -103,7 +106,7 @@ def worker_plan(
     threads = str(max(1, cpus // len(devices)))
     plan = []
     for index, gpu in enumerate(devices):
-        env = {INDEX_ENV: str(index), THREADS_ENV: threads, "TF_NUM_INTRAOP_THREADS": threads,
+        env = {WORKER_INDEX_ENV: str(index), THREADS_ENV: threads, "TF_NUM_INTRAOP_THREADS": threads,
                "TF_NUM_INTEROP_THREADS": "1" if int(threads) < 4 else "2"}
         if gpu is None:
             env["CUDA_VISIBLE_DEVICES"] = "" if gpus else os.environ.get("CUDA_VISIBLE_DEVICES", "")
@@ -111,23 +114,6 @@ def worker_plan(
             env.update({"CUDA_VISIBLE_DEVICES": gpu, GPU_ENV: gpu, "TF_FORCE_GPU_ALLOW_GROWTH": "true"})
         plan.append(env)
     return plan
-
-
-def configure_tensorflow(tf: Any) -> None:
-    """In a worker: apply its thread share and GPU memory growth, right after TensorFlow is imported.
-
-    Does nothing outside ``--workers``/``--gpus`` workers.
-    """
-    threads = os.environ.get(THREADS_ENV)
-    try:
-        if threads:
-            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-            tf.config.threading.set_inter_op_parallelism_threads(int(os.environ.get("TF_NUM_INTEROP_THREADS", "1")))
-        if os.environ.get(GPU_ENV):
-            for gpu in tf.config.list_physical_devices("GPU"):
-                tf.config.experimental.set_memory_growth(gpu, True)
-    except RuntimeError:  # TensorFlow already started (a second study in the same process): keep its settings
-        pass
 
 
 def announce_ready() -> None:
@@ -219,8 +205,6 @@ def run_workers(
     _finish(study, tracking_uri, total)
     if signals.received is not None:
         return 128 + signals.received, study
-    from tuning._gate import COUNTED_STATES
-
     if len(study.get_trials(deepcopy=False, states=COUNTED_STATES)) >= total:
         return 0, study
     return next((c for c in codes if c != 0), 1), study
@@ -240,15 +224,11 @@ def _code(returncode: int) -> int:
 def _load(storage_url: str, study_name: str) -> optuna.Study:
     import optuna
 
-    from tuning import _study
-
-    return optuna.load_study(study_name=study_name, storage=_study.open_storage(storage_url))
+    return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
 
 
 def _follow(study: optuna.Study, procs: list[subprocess.Popen], console: Console | None) -> None:
     """Print each trial that finishes (unless ``console`` is None) until every worker has exited."""
-    from tuning._progress import trial_line
-
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     best: tuple[float, int] | None = None
     maximize = study.directions[0].name == "MAXIMIZE"
@@ -272,8 +252,6 @@ def _follow(study: optuna.Study, procs: list[subprocess.Popen], console: Console
 
 def _finish(study: optuna.Study, tracking_uri: str | None, total: int) -> None:
     """After the last worker: fail what dead workers left RUNNING, close the study's MLflow run."""
-    from tuning import _recovery
-
-    _recovery.recover(study, tracking_uri=tracking_uri)
+    recover(study, tracking_uri=tracking_uri)
     if tracking_uri:
-        _recovery.close_study_run(tracking_uri, study, total)
+        tracking.close_study_run(tracking_uri, study, total)

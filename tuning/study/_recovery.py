@@ -8,7 +8,7 @@ and ends the trial's MLflow run as KILLED:
    runner) names this host and a process that no longer exists: ``"the worker process <pid> died (killed or
    crashed)"``. A user who restarts a killed study straight away sees no stale RUNNING trial.
 2. **A stale heartbeat, on any machine** (RDB storages): no heartbeat for longer than the grace period
-   (``tuning._study.GRACE_PERIOD``, 90 s; beats every ``HEARTBEAT_INTERVAL``, 30 s): ``"no heartbeat for more
+   (``tuning.study.GRACE_PERIOD``, 90 s; beats every ``HEARTBEAT_INTERVAL``, 30 s): ``"no heartbeat for more
    than 90 s from its worker <host:pid> ..."``. Optuna's own ``fail_stale_trials``, run before each ``ask()``,
    records no reason: :func:`take_over_stale_trials` leaves every stale trial to :func:`recover`.
 3. **No worker and no heartbeat**: a trial RUNNING for longer than the grace period whose process died between
@@ -20,8 +20,7 @@ All paths use the same record of retries, the system attributes of Optuna's retr
 trial is retried by one path only and a retry that dies too is not retried again. Only the process whose
 state change succeeds (Optuna raises ``UpdateFinishedTrialError`` for the others) queues the retry.
 
-:func:`reconcile_runs` closes the MLflow runs of trials that finished in the storage while their worker's
-tracking thread died with it.
+The MLflow runs of the trials it fails are ended as KILLED (:func:`tuning.tracking.end_dead_runs`).
 
 Example:
     >>> study = optuna.load_study(study_name="mnist_quick", storage=storage)  # doctest: +SKIP
@@ -33,9 +32,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
-import socket
-import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -44,18 +40,14 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from tuning import records
+from tuning.records import FAILED_TRIAL, RETRY_HISTORY, RETRY_OF
+from tuning.tracking import end_dead_runs
 
 __all__ = [
-    "FAILED_TRIAL",
+    "MAX_RETRY",
     "NO_WORKER_REASON",
-    "RETRY_HISTORY",
-    "RETRY_OF",
     "dead_worker_reason",
-    "end_dead_runs",
     "heartbeat_reason",
-    "host_name",
-    "close_study_run",
-    "reconcile_runs",
     "recover",
     "recover_dead_workers",
     "take_over_stale_trials",
@@ -63,24 +55,8 @@ __all__ = [
 
 log = logging.getLogger("tuning")
 
-#: User attribute on a queued retry: the number of the trial whose configuration it runs again.
-RETRY_OF = "retry_of"
-#: System attributes of ``optuna.storages.RetryHeartbeatStaleTrialCallback``, shared by both recovery paths.
-FAILED_TRIAL = "failed_trial"
-RETRY_HISTORY = "retry_history"
 #: How many times a crashed configuration runs again (the heartbeat callback uses the same number).
 MAX_RETRY = 1
-
-
-def host_name() -> str:
-    """This machine's name in worker ids: ``$TUNING_HOST`` when set (containers sharing a host name), else the
-    host name. Two machines must not share it: a dead pid on one would be read as the other's.
-
-    Example:
-        >>> host_name() == (os.environ.get("TUNING_HOST") or socket.gethostname())
-        True
-    """
-    return os.environ.get("TUNING_HOST") or socket.gethostname()
 
 
 def dead_worker_reason(pid: int) -> str:
@@ -107,41 +83,12 @@ def recover_dead_workers(study: optuna.Study) -> list[FrozenTrial]:
     Returns:
         The trials this call failed, as they are now in the storage.
     """
-    host = host_name()
     dead = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = _dead_local_pid(trial.user_attrs.get(records.WORKER), host)
+        pid = records.dead_local_pid(trial.user_attrs.get(records.WORKER))
         if pid is not None:
             dead.append((trial, dead_worker_reason(pid)))
     return _fail_and_queue(study, dead, None, None)
-
-
-def _dead_local_pid(worker: Any, host: str) -> int | None:
-    """The pid in ``worker`` (``host:pid``) when it names this host and a process that no longer exists."""
-    if not isinstance(worker, str) or ":" not in worker:
-        return None
-    worker_host, _, pid_text = worker.rpartition(":")
-    if worker_host != host or not pid_text.isdigit():
-        return None
-    pid = int(pid_text)
-    if pid == os.getpid() or _alive(pid):
-        return None
-    return pid
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this pid exists (a zombie, already dead but not reaped, counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return True  # no /proc (macOS): trust kill()
 
 
 def _queue_retry(study: optuna.Study, failed: FrozenTrial) -> int | None:
@@ -194,8 +141,8 @@ def take_over_stale_trials(storage: Any) -> None:
     Optuna fails them too, before every ``ask()`` (``optuna.storages.fail_stale_trials``), but records no
     reason. With workers on several machines the two paths race, and a trial that Optuna's check failed said
     nothing about why. After this call Optuna's check finds no stale trial; :func:`recover`, which runs before
-    every trial as well (``tuning._gate``), asks the storage's own query, kept here. Call it after
-    :func:`tuning._reconnect.ride_out_restarts`, so that the kept query rides out a database restart.
+    every trial as well (``tuning.study.TotalGate``), asks the storage's own query, kept here. Call it after
+    :func:`tuning.storage.ride_out_restarts`, so that the kept query rides out a database restart.
 
     Example:
         >>> take_over_stale_trials(storage)  # doctest: +SKIP
@@ -237,7 +184,6 @@ def recover(
     storage = study._storage  # Optuna's cache in front of the RDB storage: both answer the heartbeat calls
     backend = getattr(storage, "_backend", storage)
     grace = grace_period if grace_period is not None else getattr(backend, "grace_period", None)
-    host = host_name()
     stale_ids: set[int] = set()
     if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None:
         stale_ids = set(getattr(backend, _STALE_QUERY, backend._get_stale_trial_ids)(study._study_id))
@@ -245,7 +191,7 @@ def recover(
     dead: list[tuple[FrozenTrial, str]] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(records.WORKER)
-        pid = _dead_local_pid(worker, host)
+        pid = records.dead_local_pid(worker)
         if pid is not None:
             reason = dead_worker_reason(pid)
         elif trial._trial_id in stale_ids:
@@ -300,132 +246,3 @@ def _fail(study: optuna.Study, trial: FrozenTrial, reason: str) -> FrozenTrial |
     except optuna.exceptions.UpdateFinishedTrialError:
         return None  # another worker failed it a moment ago, and owns its retry
     return storage.get_trial(trial._trial_id)
-
-
-def end_dead_runs(tracking_uri: str, trials: list[FrozenTrial]) -> None:
-    """End the MLflow runs of recovered trials as KILLED with their reason (they were left RUNNING).
-
-    Example:
-        >>> end_dead_runs("sqlite:///mlruns/mlflow.db", recovered_trials)  # doctest: +SKIP
-    """
-    from mlflow import MlflowClient
-
-    from tuning.tracking.tags import TAG_REASON, TAG_STATE
-
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    client = MlflowClient(tracking_uri=tracking_uri)
-    for trial in trials:
-        run_id = trial.user_attrs.get(records.MLFLOW_RUN_ID)
-        if not run_id:
-            continue
-        try:
-            client.set_tag(run_id, TAG_STATE, records.FAILED)
-            client.set_tag(run_id, TAG_REASON, str(trial.user_attrs.get(records.REASON, "its worker is gone")))
-            client.set_terminated(run_id, "KILLED")
-        except Exception as exc:  # the storage is what counts; a run we cannot close is only reported
-            log.warning("cannot end the MLflow run %s of trial %d: %s", run_id, trial.number, exc)
-
-
-def reconcile_runs(tracking_uri: str, study: optuna.Study, *, grace_period: int) -> list[int]:
-    """Give every RUNNING MLflow trial run of a finished trial that trial's terminal status and final values.
-
-    A worker killed right after a trial finished in the storage leaves its run RUNNING (its tracking thread
-    died with it). A run is only touched when its trial finished more than ``grace_period`` seconds ago or its
-    worker is a dead process on this host, so a live worker still closing its own run is left alone.
-
-    Example:
-        >>> reconcile_runs("http://127.0.0.1:5000", study, grace_period=90)  # doctest: +SKIP
-        [4]
-
-    Returns:
-        The numbers of the trials whose run this call ended.
-    """
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
-
-    from tuning.tracking._tracker import TAG_REASON, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
-
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(study.user_attrs.get(records.MLFLOW_EXPERIMENT) or study.study_name)
-    if experiment is None:
-        return []
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_ROLE}` = 'trial' "
-        f"and tags.`{TAG_STUDY}` = '{study.study_name}'",
-        max_results=5000,
-    )
-    if not runs:
-        return []
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    objectives = study.user_attrs.get(records.OBJECTIVES) or ["value"]
-    host = host_name()
-    now = datetime.datetime.now()
-    ended = []
-    for run in runs:
-        number = run.data.tags.get(TAG_TRIAL, "")
-        trial = trials.get(int(number)) if number.isdigit() else None
-        if trial is None or not trial.state.is_finished() or trial.datetime_complete is None:
-            continue
-        old = (now - trial.datetime_complete).total_seconds() > grace_period
-        if not old and _dead_local_pid(trial.user_attrs.get(records.WORKER), host) is None:
-            continue
-        state, status = _run_outcome(trial)
-        stamp = int(time.time() * 1000)
-        finals = {f"final.{m}": v for m, v in zip(objectives, trial.values or [], strict=False)}
-        for attr in (records.TEST_ACCURACY, records.PARAM_COUNT, records.TRAIN_SECONDS, records.EPOCHS):
-            value = trial.user_attrs.get(attr)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                finals[f"final.{attr}"] = float(value)
-        metrics = [Metric(k, float(v), stamp, 0) for k, v in finals.items() if k not in run.data.metrics]
-        tags = [RunTag(TAG_STATE, state)]
-        if trial.user_attrs.get(records.REASON):
-            tags.append(RunTag(TAG_REASON, str(trial.user_attrs[records.REASON])))
-        try:
-            client.log_batch(run.info.run_id, metrics=metrics, tags=tags)
-            client.set_terminated(run.info.run_id, status)
-        except Exception as exc:
-            log.warning("cannot end the MLflow run %s of trial %d: %s", run.info.run_id, trial.number, exc)
-            continue
-        ended.append(trial.number)
-    if ended:
-        log.warning("ended the MLflow runs of finished trials %s, left RUNNING by a worker that died", ended)
-    return ended
-
-
-def close_study_run(tracking_uri: str, study: optuna.Study, total: int) -> None:
-    """End the study's parent MLflow run once no trial runs any more: FINISHED when the total is reached.
-
-    Called after the last worker of ``tuning run --workers`` has exited; a worker ending while others still
-    run trials leaves the parent run RUNNING for them.
-
-    Example:
-        >>> close_study_run("http://127.0.0.1:5000", study, total=30)  # doctest: +SKIP
-    """
-    run_id = study.user_attrs.get(records.MLFLOW_RUN_ID)
-    trials = study.get_trials(deepcopy=False)
-    if not run_id or any(t.state == TrialState.RUNNING for t in trials):
-        return
-    from mlflow import MlflowClient
-
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        if client.get_run(run_id).info.status == "RUNNING":
-            done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-            client.set_terminated(run_id, "FINISHED" if done >= total else "KILLED")
-    except Exception as exc:
-        log.warning("cannot end the study's MLflow run %s: %s", run_id, exc)
-
-
-def _run_outcome(trial: FrozenTrial) -> tuple[str, str]:
-    """``(tuning.state tag, MLflow status)`` of a finished trial's run."""
-    if trial.state == TrialState.COMPLETE:
-        return records.COMPLETE, "FINISHED"
-    if trial.state == TrialState.PRUNED:
-        return records.PRUNED, "FINISHED"
-    reason = str(trial.user_attrs.get(records.REASON, ""))
-    interrupted = reason == records.INTERRUPTED
-    killed = interrupted or reason.startswith(("the worker process", "no heartbeat", "its worker"))
-    return (records.INTERRUPTED if interrupted else records.FAILED), ("KILLED" if killed else "FAILED")

@@ -1,9 +1,11 @@
-"""Every key a search space may hold: its type, limits, default and whether it can be searched, in tables.
+"""Every key a search space may hold (type, limits, default, whether it can be searched) and every name a key
+may take (data sets, optimizers, samplers, pruners, ...): the toolkit's one list of each.
 
+This module imports nothing of the package: the search space (:mod:`tuning.space`), the model families
+(:mod:`tuning.models`), training, the data loader and the study all read it, so it sits below all of them.
 The ``data``, ``train`` and ``study`` tables are here; each model family declares its own ``model`` keys
-(:mod:`tuning.models`). The parser (:mod:`tuning.space._parse`), the documentation (``docs/space.md``) and
-``describe()`` all read these tables; adding a key means adding one line here (or to its family) and one field
-to its configuration.
+(:mod:`tuning.models`). The parser, the documentation (``docs/space.md``) and ``describe()`` read these tables;
+adding a key means adding one line here (or to its family) and one field to its configuration.
 
 Example:
     >>> TRAIN["learning_rate"].contains(0.5)
@@ -16,10 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from tuning import _study
-from tuning import data as _data
-from tuning import training as _training
 
 
 @dataclass(frozen=True)
@@ -73,18 +71,46 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-DATASETS = _data.DATASETS
+#: Data sets Keras downloads by name; ``npz`` is any other file in Keras's layout (``data.path``).
+KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+#: Every ``data.dataset`` value.
+DATASETS = (*KERAS_DATASETS, "npz")
+#: Every ``train.optimizer`` name and its class in ``keras.optimizers``.
+OPTIMIZER_CLASSES = {
+    "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam", "adagrad": "Adagrad",
+}
+#: Every ``study.sampler`` type and its Optuna class.
+SAMPLER_CLASSES = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "grid": "GridSampler",
+    "cmaes": "CmaEsSampler",
+    "gp": "GPSampler",
+    "qmc": "QMCSampler",
+    "nsga2": "NSGAIISampler",
+}
+#: Every ``study.pruner`` type and its Optuna class.
+PRUNER_CLASSES = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "patient": "PatientPruner",
+    "none": "NopPruner",
+}
+#: ``study.tuner`` type under ``study.engine: keras_tuner`` → the KerasTuner tuner class name.
+TUNER_CLASSES = {"hyperband": "Hyperband", "random": "RandomSearch", "bayesian": "BayesianOptimization"}
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "tanh", "sigmoid", "swish", "leaky_relu", "softplus")
-OPTIMIZERS = tuple(_training.OPTIMIZER_CLASSES)
+OPTIMIZERS = tuple(OPTIMIZER_CLASSES)
 SCHEDULES = ("constant", "cosine", "plateau")
 LR_SCALINGS = ("none", "linear", "sqrt")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "params", "train_seconds")
 DIRECTIONS = ("maximize", "minimize")
-SAMPLERS = tuple(_study.SAMPLER_CLASSES)
-PRUNERS = tuple(_study.PRUNER_CLASSES)
+SAMPLERS = tuple(SAMPLER_CLASSES)
+PRUNERS = tuple(PRUNER_CLASSES)
 ENGINES = ("optuna", "keras_tuner")
-TUNERS = ("hyperband", "random", "bayesian")
+TUNERS = tuple(TUNER_CLASSES)
 TEST_ON = ("best", "all")
 
 SECTIONS = ("data", "model", "train", "objective", "study")

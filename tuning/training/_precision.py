@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from pathlib import Path
 
 AUTO = "auto"
@@ -35,15 +36,22 @@ def describe(precision: str) -> str:
     return f"Precision: {policy} ({why})"
 
 
-def resolve(precision: str) -> tuple[str, str]:
-    """The Keras dtype policy for ``precision`` and why it was chosen (``auto`` looks at the hardware)."""
+def resolve(precision: str, *, cpu_flags: Iterable[str] | None = None) -> tuple[str, str]:
+    """The Keras dtype policy for ``precision`` and why it was chosen (``auto`` looks at the hardware).
+
+    ``cpu_flags`` are the CPU's feature flags (default: this machine's, from ``/proc/cpuinfo``).
+
+    Example:
+        >>> resolve("auto", cpu_flags={"avx512f", "amx_bf16"})  # doctest: +SKIP
+        ('mixed_bfloat16', 'auto: this CPU has AMX bfloat16 units')
+    """
     if precision != AUTO:
         return precision, "as set in train.precision"
-    return _detect()
+    return _detect(frozenset(_cpu_flags() if cpu_flags is None else cpu_flags))
 
 
 @functools.cache
-def _detect() -> tuple[str, str]:
+def _detect(flags: frozenset[str]) -> tuple[str, str]:
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -53,7 +61,6 @@ def _detect() -> tuple[str, str]:
             return "mixed_bfloat16", f"auto: the GPU supports bfloat16 (compute capability {version})"
         if capability >= (7, 0):
             return "mixed_float16", f"auto: the GPU has float16 tensor cores (compute capability {version})"
-    flags = _cpu_flags()
     if "amx_bf16" in flags:
         return "mixed_bfloat16", "auto: this CPU has AMX bfloat16 units"
     if "avx512_bf16" in flags:
@@ -61,12 +68,13 @@ def _detect() -> tuple[str, str]:
     return "float32", "auto: no GPU and no bfloat16 instructions on this CPU, so float32"
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()

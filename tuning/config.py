@@ -1,8 +1,8 @@
 """The configuration of one trial: every value fixed, per-layer values expanded to one per layer.
 
-A :class:`SearchSpace` turns an Optuna trial into a :class:`TrialConfig` (``space.suggest(trial)``) or a
-plain dict of parameters into one (``space.config_from_params(params)``); the model builders and the
-training loop read only this object, never the YAML.
+A :class:`~tuning.space.SearchSpace` turns an Optuna trial into a :class:`TrialConfig` (``space.suggest(trial)``)
+or a plain dict of parameters into one (``space.config_from_params(params)``); the model builders and the
+training loop read only this object, never the YAML. This module imports nothing of the package.
 
 Example:
     >>> cfg = ModelConfig(family="mlp", depth=2, width=(500, 500), dropout=(0.2, 0.2))
@@ -65,7 +65,7 @@ class TrainConfig:
     lr_scaling: str = "none"  # none | linear | sqrt: learning_rate scaled by batch_size / lr_reference_batch
     lr_reference_batch: int = 128
     augmentation: Augmentation = field(default_factory=Augmentation)
-    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16 (auto: see tuning._precision)
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16 (auto: see tuning.training)
     chance_epochs: int = 2  # stop a trial still at chance accuracy after this many epochs; 0 never
     early_stopping: int = 0  # patience in epochs on the objective metric; 0 never
 

@@ -7,7 +7,7 @@ RUNNING ones (every worker's):
 - counted >= total: the study is done, the worker ends;
 - counted + running < total: there is room, the worker starts a trial;
 - otherwise the running trials may finish the study: the worker waits (polling the storage, and failing the
-  trials of dead workers through :func:`tuning._recovery.recover`). If one of them fails, or its worker dies and
+  trials of dead workers through :func:`tuning.study.recover`). If one of them fails, or its worker dies and
   its trial is failed and queued again, the waiting worker takes that place; if they complete, it ends.
 
 The look at the total and the creation of the trial (Optuna's ``ask()``) happen under a :class:`StudyLock`
@@ -36,7 +36,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuning import _recovery, _storage
+from tuning.storage import lock_folder, sqlite_path
+from tuning.study._recovery import recover
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -53,7 +54,7 @@ class StudyLock:
     storages: only the threads of this process take turns. A lock that cannot be taken (the database server is
     restarting) is skipped with a debug line: the trial's own ``ask()`` then waits out the restart. Crash
     recovery takes it too, to fail a dead worker's trial and queue its retry as one step
-    (:func:`tuning._recovery.recover`).
+    (:func:`tuning.study.recover`).
 
     Example:
         >>> lock = StudyLock(study._storage, "mnist_quick")       # doctest: +SKIP
@@ -65,7 +66,7 @@ class StudyLock:
         engine = getattr(backend, "engine", None)
         self._dialect = engine.dialect.name if engine is not None else None
         self._engine = engine
-        path = _storage.sqlite_path(str(engine.url)) if self._dialect == "sqlite" else None
+        path = sqlite_path(str(engine.url)) if self._dialect == "sqlite" else None
         self._folder = path.parent if path is not None else None  # None: an in-memory database
         digest = hashlib.sha256(f"tuning study {study_name}".encode()).digest()
         self._key = int.from_bytes(digest[:8], "big", signed=True)  # PostgreSQL's advisory keys are bigint
@@ -78,7 +79,7 @@ class StudyLock:
         self._holder = threading.get_ident()
         try:
             if self._folder is not None:
-                self._handle = _storage.lock_folder(self._folder)
+                self._handle = lock_folder(self._folder)
             elif self._dialect == "postgresql":
                 self._handle = self._advisory_lock()
         except BaseException:
@@ -195,7 +196,7 @@ class TotalGate:
         """
         waited = False
         while True:
-            _recovery.recover(study, tracking_uri=self.tracking_uri, grace_period=self.grace_period, lock=self.lock)
+            recover(study, tracking_uri=self.tracking_uri, grace_period=self.grace_period, lock=self.lock)
             if claim and self.lock is not None:
                 self.lock.acquire()
             try:

@@ -1,4 +1,5 @@
-"""The Keras callback behind :func:`tuning.training.train` (imports Keras, so it is loaded only when training)."""
+"""The Keras callback behind :func:`tuning.training.train`: records each epoch and stops training that diverged,
+sits at chance level, or is pruned (imports Keras, so it is loaded only when training)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import keras
 from tuning.records import COMPLETE, FAILED, PRUNED
 
 if TYPE_CHECKING:
-    from tuning.space import TrainConfig
-    from tuning.training import EpochHook
+    from tuning.config import TrainConfig
+    from tuning.training._types import EpochHook
 
 CHANCE_MARGIN = 0.02  # accuracy within this of the majority-class rate counts as chance level
 

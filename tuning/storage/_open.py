@@ -1,4 +1,4 @@
-"""One place for Optuna storages: resolve a URL, parse its SQLite path, open it read-write or read-only.
+"""Optuna storage URLs and files: resolve a URL, parse its SQLite path, open it read-write or read-only.
 
 - :func:`resolve_url` checks a URL and creates nothing; :func:`sqlite_path` is the one parser of
   ``sqlite:///`` paths (the runner, the reading commands and the MLflow tracker use it).
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuning._defaults import RESULTS_DIR, default_storage_url
-from tuning._redact import redact_text, redact_url, secrets_in_url
 from tuning.errors import StorageError, StorageFailedError
+from tuning.redact import redact_text, redact_url, secrets_in_url
 
 if TYPE_CHECKING:
     import optuna
@@ -98,6 +98,36 @@ def sqlite_path(url: str | None) -> Path | None:
     if path in ("", ":memory:") or path.startswith("file:"):
         return None
     return Path(path)
+
+
+def absolute_url(url: str) -> str:
+    """The storage URL with a relative SQLite path made absolute: it then means something on a tracking server.
+
+    Example:
+        >>> import os
+        >>> absolute_url("sqlite:///mlruns/optuna.db") == f"sqlite:///{os.path.abspath('mlruns/optuna.db')}"
+        True
+        >>> absolute_url("postgresql://u@db/optuna")
+        'postgresql://u@db/optuna'
+    """
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    path, _, query = url[len(prefix):].partition("?")
+    if not path or path == ":memory:" or os.path.isabs(path):
+        return url
+    return prefix + os.path.abspath(path) + (f"?{query}" if query else "")
+
+
+def sqlite_file_exists(url: str) -> bool:
+    """Whether a SQLite storage URL names a file that exists (opening it then creates nothing).
+
+    Example:
+        >>> sqlite_file_exists("sqlite:///no/such/file.db"), sqlite_file_exists("postgresql://h/db")
+        (False, False)
+    """
+    path = sqlite_path(url)
+    return path is not None and path.exists()
 
 
 def check_writable(url: str) -> None:

@@ -10,7 +10,8 @@ raises :class:`tuning.errors.StorageLostError` (the command exits 3): every fini
 the same command resumes the study once the server is back.
 
 Example:
-    >>> storage = _study.open_storage("postgresql+psycopg2://tuning@db/tuning")  # doctest: +SKIP
+    >>> url = "postgresql+psycopg2://tuning@db/tuning"
+    >>> storage = open_storage(url, heartbeat_interval=30, grace_period=90)  # doctest: +SKIP
     >>> ride_out_restarts(storage)  # doctest: +SKIP
 """
 
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tuning._redact import redact_url
+from tuning.redact import redact_url
 
 __all__ = ["first_line", "lost_connection", "ride_out_restarts", "retry_seconds"]
 

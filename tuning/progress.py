@@ -16,12 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tuning import records
 from tuning.observers import COMPLETE, StudyObserver, TrialOutcome
+from tuning.training import describe_precision
 
 if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
-    from tuning.space import SearchSpace, TrialConfig
+    from tuning.config import TrialConfig
+    from tuning.space import SearchSpace
 
 _STYLE = {records.COMPLETE: "green", records.PRUNED: "yellow", records.FAILED: "red", records.INTERRUPTED: "red"}
 
@@ -61,8 +63,6 @@ class ProgressDisplay(StudyObserver):
                 if t.state == TrialState.COMPLETE and t.value is not None:
                     self._update_best(t.value, t.number)
         if done:
-            from tuning._runner import resume_message
-
             self.console.print(resume_message(study.study_name, len(done), self.n_trials), markup=False)
         self.task = self.progress.add_task(study.study_name, total=self.n_trials, completed=len(done), status="")
         self.progress.start()
@@ -71,9 +71,7 @@ class ProgressDisplay(StudyObserver):
         with self._lock:
             if not self._precision_shown:  # Keras is imported by now, so ``auto`` is cheap to resolve
                 self._precision_shown = True
-                from tuning._precision import describe
-
-                self.console.print(describe(config.train.precision), markup=False)
+                self.console.print(describe_precision(config.train.precision), markup=False)
             self._epochs[trial.number] = config.train.epochs
             self._started[trial.number] = time.perf_counter()
         self.progress.update(self.task, status=f"trial {trial.number}: building")
@@ -104,6 +102,23 @@ class ProgressDisplay(StudyObserver):
         with self._lock:
             if records.improves(value, self.best[0] if self.best else None, self.directions[0] == "maximize"):
                 self.best = (value, number)
+
+
+def resume_message(study_name: str, done: int, target: int) -> str:
+    """What a run says when its study already holds finished trials.
+
+    Example:
+        >>> resume_message("mnist_quick", 5, 5)
+        "Resuming study 'mnist_quick': 5 of 5 trials done, nothing to run (raise n_trials or pick a new study_name)."
+        >>> resume_message("mnist_quick", 2, 5)
+        "Resuming study 'mnist_quick': 2 of 5 trials done, running 3 more."
+    """
+    if done >= target:
+        return (
+            f"Resuming study {study_name!r}: {done} of {target} trials done, nothing to run "
+            "(raise n_trials or pick a new study_name)."
+        )
+    return f"Resuming study {study_name!r}: {done} of {target} trials done, running {target - done} more."
 
 
 def _line(number: int, state: str, result: str, best: tuple[float, int] | None, epochs: Any, seconds: float) -> str:

@@ -1,0 +1,340 @@
+"""``tuning.run``: a search space in, a finished (or resumed) Optuna study out.
+
+The steps, top-down: check everything that can be checked (nothing is written before); open the storage and the
+tracking location; create or load the study; recover what dead workers left; then let Optuna run the trials
+(``study.optimize``), each one a :class:`tuning.trial.TrialRunner` call planned by the study's engine
+(:mod:`tuning.engines`), with the study's gate (its exact total across workers), failure guard and signals as
+callbacks. Tracking and progress are :class:`~tuning.observers.StudyObserver` hooks.
+
+``n_trials`` is the study's total: trials that ended complete or pruned count, failed ones do not. Running
+the same command again resumes the study and runs only the missing trials.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from tuning import _signals, engines
+from tuning import storage as storages
+from tuning._keras import import_keras
+from tuning.errors import StorageLostError, TooManyFailuresError, user_error
+from tuning.observers import ObserverList, StudyObserver
+from tuning.progress import resume_message
+from tuning.redact import redact_text, redact_url
+from tuning.study._best_model import BestModelKeeper
+from tuning.study._create import GRACE_PERIOD, HEARTBEAT_INTERVAL, create_or_load, open_storage
+from tuning.study._gate import COUNTED_STATES, StudyLock, TotalGate
+from tuning.study._recovery import recover, take_over_stale_trials
+from tuning.study._workers import announce_ready
+from tuning.training import describe_precision
+from tuning.trial import FailureGuard, TrialRunner
+
+if TYPE_CHECKING:
+    from tuning.data import Dataset
+    from tuning.engines import Engine
+    from tuning.space import SearchSpace
+    from tuning.training import BuildFn
+
+
+def run(
+    space: SearchSpace | Mapping[str, Any] | str | os.PathLike,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    build_fn: BuildFn | None = None,
+    hypermodel: Any = None,
+    data: Dataset | Sequence[Any] | Mapping[str, Any] | None = None,
+    n_jobs: int | None = None,
+    tracking: bool = True,
+    tracking_uri: str | None = None,
+    keep_models: bool = False,
+    register_model: str | None = None,
+    observers: Sequence[StudyObserver] = (),
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> optuna.Study:
+    """Run (or resume) the study a search space describes and return it.
+
+    Example:
+        >>> import tuning
+        >>> space = tuning.SearchSpace.from_yaml("search_spaces/mnist_quick.yaml")  # doctest: +SKIP
+        >>> study = tuning.run(space, n_trials=3)  # doctest: +SKIP
+        >>> study.best_value, study.best_params  # doctest: +SKIP
+
+    Args:
+        space: a :class:`SearchSpace`, a dict of the same structure, or the path of a YAML file.
+        n_trials: the study's total of complete and pruned trials (default: ``study.n_trials``).
+        timeout: the study's budget in seconds (default: ``study.timeout``): no trial starts after it, and the
+            trial running when it passes stops at its next epoch's end, recorded as pruned at the budget.
+        storage: an Optuna RDB storage URL (default: ``study.storage``, else ``sqlite:///mlruns/optuna.db``).
+        study_name: default ``study.name``.
+        build_fn: your own ``build_fn(config) -> keras.Model``, used instead of the ``model`` section.
+        hypermodel: a KerasTuner ``build(hp)`` function or ``keras_tuner.HyperModel`` (for a space whose
+            ``model`` section is ``{family: hypermodel}``); its ``hp`` values are drawn by each Optuna trial.
+        data: arrays ``(x_train, y_train, x_test, y_test)``, a mapping with those keys, or a
+            :class:`tuning.data.Dataset`, used instead of the ``data`` section's data set.
+        data_dir: a folder holding ``<dataset>.npz``, looked in instead of ``$TUNING_DATA_DIR``.
+        n_jobs: trials run at once in threads (default: ``study.n_jobs``).
+        tracking: track every trial in MLflow (imports MLflow only when true).
+        tracking_uri: MLflow tracking URI (default: ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns/mlflow.db``).
+        keep_models: log every complete trial's model as an MLflow model, not only the best one.
+        register_model: register the study's best model under this name in the MLflow model registry when
+            the study ends (needs tracking). Without tracking, the best model is kept in
+            ``mlruns/models/<study>/best_model.keras`` instead.
+        observers: extra :class:`StudyObserver` hooks (a progress display, your own logging, ...).
+        heartbeat_interval, grace_period: seconds; see :data:`tuning.study.HEARTBEAT_INTERVAL` (default:
+            ``$TUNING_HEARTBEAT_INTERVAL`` and ``$TUNING_GRACE_PERIOD`` when set).
+        verbose: say on standard error how many trials a resumed study holds and how many will run, and
+            where an untracked study's best model is (the command line shows its own progress instead).
+
+    Returns:
+        The Optuna study, loaded from its storage.
+
+    Raises:
+        UserInputError: a bad space, data, storage or tracking location; nothing has been written.
+        Interrupted: Ctrl-C or SIGTERM; the running trial is recorded as failed ("interrupted").
+        TooManyFailuresError: ``study.max_consecutive_failures`` trials failed in a row.
+        StorageLostError: the database server went away mid-study and did not come back in time.
+    """
+    from tuning.space import SearchSpace
+
+    if not isinstance(space, SearchSpace):
+        space = SearchSpace.from_dict(space) if isinstance(space, Mapping) else SearchSpace.from_yaml(space)
+    target = n_trials if n_trials is not None else space.study.n_trials
+    if target < 1:
+        raise user_error("n_trials must be at least 1", received=target, fix="pass --n-trials 1 or more")
+    jobs = n_jobs or space.study.n_jobs
+    engine_class = engines.get(space.study.engine)
+    engine_class.check(space, n_jobs=jobs)
+    if register_model is not None and not tracking:
+        raise user_error(
+            "registering the best model needs MLflow tracking", received=f"register_model={register_model!r} "
+            "with tracking off", fix="drop --no-tracking, or drop --register-model",
+        )
+    # Everything that can be checked is checked before anything is written.
+    url = storages.resolve_url(space.study.storage if storage is None else storage)
+    storages.check_writable(url)  # a local SQLite file: writable, and a SQLite database that is empty or Optuna's
+    hypermodel = _hypermodel_of(space, hypermodel, build_fn)
+    dataset = _load_data(space, data, data_dir)
+    engine = engine_class(space, dataset, build_fn=build_fn, hypermodel=hypermodel)
+    sampler, pruner = engine.sampler(), engine.pruner()  # their options are checked here
+    heartbeat = {  # the environment variables set them for `tuning run` and its --workers
+        "heartbeat_interval": heartbeat_interval
+        or int(os.environ.get("TUNING_HEARTBEAT_INTERVAL") or HEARTBEAT_INTERVAL),
+        "grace_period": grace_period or int(os.environ.get("TUNING_GRACE_PERIOD") or GRACE_PERIOD),
+    }
+    # A database server is reached before the tracking location is created, a local SQLite file is created
+    # after it: whichever of the two is unusable, the other has written nothing.
+    local = url.startswith("sqlite")
+    backend = None if local and not storages.sqlite_file_exists(url) else open_storage(url, **heartbeat)
+    hooks, tracking_uri_used, keeper = _observers(observers, dataset, tracking, tracking_uri, keep_models,
+                                                  register_model, url)
+    if backend is None:
+        backend = open_storage(url, **heartbeat)
+    study = create_or_load(space, backend, study_name or space.study.name, sampler, pruner)
+    storages.ride_out_restarts(backend)  # from now on a database restart is waited out, not bad input
+    # Trials of dead workers (this host at once, others by heartbeat): failed with their reason, re-run once,
+    # their runs KILLED; by recover() only, here and before every trial (Optuna's own check records no reason).
+    take_over_stale_trials(backend)
+    # Threads (n_jobs > 1) ask for trials in whichever thread is free, not in the one the gate let in.
+    lock = StudyLock(backend, study.study_name) if jobs == 1 else None
+    recover(study, tracking_uri=tracking_uri_used, grace_period=heartbeat["grace_period"], lock=lock)
+    if tracking_uri_used:
+        from tuning.tracking import reconcile_runs
+
+        reconcile_runs(tracking_uri_used, study, grace_period=heartbeat["grace_period"])
+    for params in space.enqueued():
+        study.enqueue_trial(params, skip_if_exists=True)
+
+    observer = ObserverList(hooks)
+    runner = TrialRunner(space, dataset, observer, engine, n_jobs=jobs)
+    guard = FailureGuard(space.study.max_consecutive_failures, user_code=build_fn is not None or hypermodel is not None)
+    done = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+    if verbose and done:
+        print(resume_message(study.study_name, done, target), file=sys.stderr)
+    gate = TotalGate(
+        target, grace_period=heartbeat["grace_period"], tracking_uri=tracking_uri_used,
+        poll=min(2.0, heartbeat["heartbeat_interval"]), check_signals=_signals.stop_if_signalled, lock=lock,
+    )
+    budget = timeout if timeout is not None else space.study.timeout
+    interrupted = False
+    observer.study_started(study, space)
+    announce_ready()  # tuning run --workers: the study and its MLflow run exist, the others may start
+    try:
+        if _signals.received:  # a Ctrl-C whose KeyboardInterrupt Python swallowed while the study was being set up
+            raise KeyboardInterrupt
+        with _signals.handling(_signals.raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
+            _optimize(study, engine, runner, gate, guard, budget=budget, jobs=jobs, verbose=verbose)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    except Exception as exc:
+        reported = _storage_error(exc, url, local)
+        if reported is exc:
+            raise
+        interrupted = True  # the runs of the study and of its running trial end as KILLED
+        raise reported from (None if isinstance(reported, StorageLostError) else exc)
+    finally:
+        with _signals.handling(_signals.exit_now):
+            observer.study_finished(study, interrupted)
+        _signals.received.clear()  # acted on: the next run in this process starts afresh
+    if guard.tripped:
+        raise TooManyFailuresError(guard.message())
+    if verbose and keeper is not None and keeper.path is not None and keeper.path.exists():
+        print(f"Best model: {keeper.path} (keras.saving.load_model; see best_model.json)", file=sys.stderr)
+    return study
+
+
+def _optimize(study: optuna.Study, engine: Engine, runner: TrialRunner, gate: TotalGate, guard: FailureGuard, *,
+              budget: float | None, jobs: int, verbose: bool) -> None:
+    """Run trials until the study's total, the budget, the engine's last configuration or too many failures.
+
+    Keras is imported before the budget's and the first trial's clocks start; the gate looks at the storage
+    again after the import (it takes seconds on a loaded machine, in which other workers may finish the study).
+    """
+    if not gate.room(study):
+        return  # nothing to do: a finished study does not import TensorFlow
+    import_keras()
+    engine.start(study)
+    try:
+        if not (gate.room(study, claim=True) and engine.has_next()):
+            return
+        if verbose:
+            print(describe_precision(runner.space.specs["train.precision"].value), file=sys.stderr)
+        runner.deadline = gate.deadline = None if budget is None else time.monotonic() + budget
+        _signals.defer()
+        study.optimize(
+            gate.releasing(runner),
+            n_trials=None,
+            timeout=budget,
+            n_jobs=jobs,
+            catch=(Exception,),
+            callbacks=[guard, _next_trial(gate, engine), _signals.stop_if_signalled, _signals.defer],
+            gc_after_trial=False,  # training releases memory itself, before each trial
+        )
+        _signals.undefer()
+        _signals.stop_if_signalled()  # a signal deferred while the last ask() found nothing more to do
+    finally:
+        gate.release()  # held when the gate found room but no trial was created (time up, Ctrl-C)
+        engine.close()
+
+
+def _next_trial(gate: TotalGate, engine: Engine) -> Any:
+    """An Optuna callback: the study goes on while its total leaves room (the gate, which then holds the study's
+    lock until the next trial exists) and the engine has a configuration to offer."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not (gate.room(study, claim=True) and engine.has_next()):
+            study.stop()
+
+    return callback
+
+
+def _storage_error(exc: Exception, url: str, local: bool) -> Exception:
+    """``exc`` as the command should report it: a database server gone for good (exit 3), a storage failing
+    under the study (a full disk, a damaged file: exit 1), or ``exc`` itself."""
+    if not local and storages.lost_connection(exc):  # a database server gone longer than the retries waited
+        return StorageLostError(
+            f"lost the Optuna storage {redact_url(url)} for more than {storages.retry_seconds():.0f} s: "
+            f"{redact_text(storages.first_line(exc))}. Every finished trial is saved; run the same command "
+            "again once the database server is back (TUNING_STORAGE_RETRY_SECONDS waits longer)."
+        )
+    if storages.is_storage_failure(exc):
+        return storages.storage_failure(url, exc)
+    return exc
+
+
+def _observers(
+    given: Sequence[StudyObserver], dataset: Dataset, tracking: bool, tracking_uri: str | None, keep_models: bool,
+    register_model: str | None, url: str,
+) -> tuple[list[StudyObserver], str | None, BestModelKeeper | None]:
+    """The study's observers: MLflow tracking (its location checked now) or the best-model keeper, then
+    ``given``; with the tracking URI in use and the keeper."""
+    hooks: list[StudyObserver] = list(given)
+    if not tracking:
+        keeper = BestModelKeeper(dataset.input_description())
+        return [keeper, *hooks], None, keeper
+    from tuning.tracking import MlflowTracker
+
+    tracker = MlflowTracker(
+        tracking_uri, keep_models=keep_models, storage_url=url, register_model=register_model,
+        input_example=dataset.x_val[:3], model_metadata=dataset.input_description(),
+    )
+    tracker.check()
+    return [tracker, *hooks], tracker.tracking_uri, None
+
+
+def _hypermodel_of(space: SearchSpace, given: Any, build_fn: Any) -> Any:
+    """The study's KerasTuner hypermodel (``hypermodel=`` or ``model.hypermodel``), loaded; None for other families.
+
+    Raises:
+        UserInputError: a hypermodel for another family, both a hypermodel and a build_fn, none for a
+            ``hypermodel`` space, or one that cannot be loaded.
+    """
+    if space.family != "hypermodel":
+        if given is not None:
+            raise user_error("hypermodel= needs a space with model.family: hypermodel",
+                             received=f"model.family: {space.family}", fix="write model: {family: hypermodel}")
+        return None
+    if build_fn is not None:
+        raise user_error("pass either build_fn= or hypermodel=, not both", fix="keep hypermodel= for a build(hp)")
+    from tuning import hypermodel as bridge
+
+    return bridge.as_hypermodel(given) if given is not None else bridge.for_space(space)
+
+
+def _load_data(space: SearchSpace, data: Any, data_dir: str | os.PathLike | None) -> Dataset:
+    from tuning import data as data_module
+
+    if isinstance(data, data_module.Dataset):
+        return data
+    if data is None:
+        return data_module.load_spec(space.data, data_dir=data_dir)
+    spec = space.data
+    return data_module.from_arrays(
+        data,
+        train_size=spec.train_size,
+        validation_split=spec.validation_split,
+        test_size=spec.test_size,
+        seed=spec.seed,
+    )
+
+
+@contextmanager
+def _long_lived_objects_frozen() -> Iterator[None]:
+    """Keep what exists before the first trial (modules, data, storage: half a million objects once TensorFlow,
+    Optuna and MLflow are loaded) out of the garbage collector's full passes while trials run.
+
+    Each trial starts with a full collection (``clear_session``) and Keras allocates enough per step to trigger
+    more; every one of them walked all those objects again (0.1 to 0.5 s each here). New objects are collected as
+    usual; the old ones are unfrozen afterwards. No collection first: it would cost a study 0.2-0.4 s to save the
+    little garbage that lives until the study ends.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's own per-trial log lines would repeat the progress display; keep its errors only."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
