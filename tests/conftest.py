@@ -103,3 +103,16 @@ def leading_trials(study: Any) -> set[int]:
 def with_test_accuracy(study: Any) -> set[int]:
     """The trials that carry a test accuracy."""
     return {t.number for t in study.get_trials(deepcopy=False) if "test_accuracy" in t.user_attrs}
+
+
+#: Fixtures that start a real server, and the marker they give the tests that use them (``-m "not postgres"``).
+SERVER_FIXTURES = {"postgres": "postgres", "own_postgres": "postgres", "tracking_server": "server",
+                   "mlflow_server": "server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the real servers it starts: ``server`` (``mlflow server``), ``postgres`` (PostgreSQL)."""
+    for item in items:
+        for fixture, marker in SERVER_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)

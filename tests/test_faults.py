@@ -64,6 +64,7 @@ def _trial_seconds(db: Path) -> list[float]:
     return [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials()]
 
 
+@pytest.mark.server
 def test_a_killed_mlflow_server_never_stalls_training_and_sync_backfills_every_run(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
@@ -120,6 +121,7 @@ def test_a_killed_mlflow_server_never_stalls_training_and_sync_backfills_every_r
         _kill_group(server)
 
 
+@pytest.mark.server
 def test_calls_kept_while_the_server_is_down_are_sent_when_it_comes_back_mid_study(tmp_path: Path) -> None:
     import optuna
     from mlflow import MlflowClient
