@@ -24,6 +24,10 @@ Trial user attributes (``trial.user_attrs``):
 ``retry_of``           on a trial that runs a failed trial's configuration again: that trial's number
 ``keras_tuner_trial``  under ``study.engine: keras_tuner``: KerasTuner's view of the trial (its id; Hyperband's
                        bracket, round, epochs and the trial it continues)
+``continues``          under successive halving or Hyperband with promotions: the paused trial this one continues
+                       from its checkpoint
+``bracket``            the same: the Hyperband bracket of the trial's configuration (0 for successive halving)
+``paused_at``          the same: the epoch (a rung) at which the trial stopped, its checkpoint kept to continue
 =====================  ==========================================================================
 
 Trial system attributes (shared with Optuna's ``RetryFailedTrialCallback``): ``failed_trial`` (the first trial
@@ -91,6 +95,9 @@ WORKER = "worker"
 DEVICE = "device"
 RETRY_OF = "retry_of"
 KT_TRIAL = "keras_tuner_trial"
+CONTINUES = "continues"
+BRACKET = "bracket"
+PAUSED_AT = "paused_at"
 
 # Trial system attributes, named as Optuna's RetryFailedTrialCallback names them.
 FAILED_TRIAL = "failed_trial"

@@ -78,6 +78,10 @@ class Planner(Protocol):
         """The configuration of ``trial`` (just created by Optuna's ``ask()``) and how to train it."""
         ...
 
+    def on_pruned(self, trial: optuna.Trial, epoch: int, metric: str, value: float) -> str:
+        """The study's pruner stopped ``trial`` at ``epoch`` (``metric`` was ``value``): why, in one sentence."""
+        ...
+
     def trial_ended(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         """The trial ended (recorded in its user attributes, not yet in its state)."""
         ...
@@ -132,8 +136,6 @@ class TrialRunner:
         # Optuna prunes single-objective studies only, on a metric Keras reports every epoch.
         single = len(self.metrics) == 1 and self.metrics[0] not in records.MEASURED_OBJECTIVES
         self.reported = self.metrics[0] if single else None
-        pruner = space.study.pruner["type"] if space.study.engine == "optuna" else "none"
-        self.pruner_name = pruner
         self.monitor = space.early_stopping_monitor()
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
@@ -198,8 +200,7 @@ class TrialRunner:
             if self.reported is None or self.reported not in logs:
                 return None
             if trial.should_prune():
-                value = logs[self.reported]
-                return f"pruned by the {self.pruner_name} pruner at epoch {epoch} ({self.reported} {value:.4f})"
+                return self.planner.on_pruned(trial, epoch, self.reported, logs[self.reported])
             return None
 
         return on_epoch

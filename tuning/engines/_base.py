@@ -84,8 +84,13 @@ class Engine(abc.ABC):
     def plan(self, trial: optuna.Trial) -> TrialPlan:
         """What ``trial`` (just created by ``ask()``, maybe a queued retry) trains, and how."""
 
+    def on_pruned(self, trial: optuna.Trial, epoch: int, metric: str, value: float) -> str:
+        """The pruner stopped ``trial`` at ``epoch`` (``metric`` was ``value``): the reason recorded on it."""
+        return f"pruned by the {self.space.study.pruner['type']} pruner at epoch {epoch} ({metric} {value:.4f})"
+
     def trial_ended(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:  # noqa: B027 (an optional hook)
         """A planned trial ended; its user attributes hold the outcome, its state is recorded right after."""
 
-    def close(self) -> None:  # noqa: B027 (an optional hook)
-        """The study's run is over (finished, interrupted or failed)."""
+    def close(self, finished: bool) -> None:  # noqa: B027 (an optional hook)
+        """The study's run is over: ``finished`` when the study reached its total (else interrupted, failed, out
+        of time, or other workers still run its last trials)."""

@@ -354,7 +354,7 @@ class KerasTunerEngine(Engine):
         self.tuner.oracle.end_trial(kt_trial)
         self.tuner.save()
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
         # A trial created for a place the study's end did not use stays KerasTuner's ongoing trial: its next run
         # runs it first (see _end_orphans).
         self._pending = None

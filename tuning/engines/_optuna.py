@@ -13,26 +13,44 @@ Example:
 
 from __future__ import annotations
 
+import math
+import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from tuning import records
 from tuning.engines._base import Engine
+from tuning.engines._promotion import Promotions, RungPruner
 from tuning.engines._sampling import TrialSeededSampler
 from tuning.errors import SpaceError
+from tuning.observers import COMPLETE, PRUNED, TrialOutcome
 from tuning.schema import PRUNER_CLASSES, SAMPLER_CLASSES
 from tuning.trial import TrialPlan
 
 if TYPE_CHECKING:
     from tuning.space import SearchSpace
 
-__all__ = ["OptunaEngine", "make_pruner", "make_sampler"]
+__all__ = ["OptunaEngine", "make_pruner", "make_sampler", "rung_pruner"]
 
 
 class OptunaEngine(Engine):
-    """Optuna's sampler (``study.sampler``) and pruner (``study.pruner``) pick and stop the trials."""
+    """Optuna's sampler (``study.sampler``) and pruner (``study.pruner``) pick and stop the trials.
+
+    With ``study.pruner`` ``successive_halving`` or ``hyperband`` (``promotion: continue``, their default), a trial
+    stopped at a rung is paused, not dropped, and a later trial continues it from its checkpoint once it ranks
+    among the best of its rung (:mod:`tuning.engines._promotion`).
+    """
 
     name = "optuna"
+
+    def __init__(self, space: SearchSpace, data: Any, *, build_fn: Any = None, hypermodel: Any = None) -> None:
+        super().__init__(space, data, build_fn=build_fn, hypermodel=hypermodel)
+        self._rungs = rung_pruner(space)
+        self.promotions: Promotions | None = None
+        self.study: optuna.Study | None = None
+        self._lock = threading.Lock()  # threads (n_jobs > 1) promote one at a time
 
     def sampler(self) -> optuna.samplers.BaseSampler:
         space = self.space
@@ -41,20 +59,94 @@ class OptunaEngine(Engine):
         return TrialSeededSampler(lambda seed: make_sampler(space, seed), space.study.seed)
 
     def pruner(self) -> optuna.pruners.BasePruner:
-        return make_pruner(self.space)
+        return self._rungs or make_pruner(self.space)
+
+    def start(self, study: optuna.Study) -> None:
+        self.study = study
+        if self._rungs is not None:
+            self.promotions = Promotions(self._rungs, study.study_name)
+
+    def has_next(self) -> bool:
+        if self.promotions is not None and self.study is not None:
+            with self._lock:
+                self._queue_promotion(self.study)
+        return True
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:
         config = self.space.suggest(trial)
         if self.hypermodel is None:
-            return TrialPlan(config, build_fn=self.build_fn)
-        from tuning.hypermodel import OptunaHyperParameters
+            plan = TrialPlan(config, build_fn=self.build_fn)
+        else:
+            from tuning.hypermodel import OptunaHyperParameters
 
-        hp, hypermodel = OptunaHyperParameters(trial), self.hypermodel
-        return TrialPlan(
-            config,
-            build_fn=lambda _config: hypermodel.build(hp),
-            fit_fn=lambda model, *args, **kwargs: hypermodel.fit(hp, model, *args, **kwargs),
-        )
+            hp, hypermodel = OptunaHyperParameters(trial), self.hypermodel
+            plan = TrialPlan(
+                config,
+                build_fn=lambda _config: hypermodel.build(hp),
+                fit_fn=lambda model, *args, **kwargs: hypermodel.fit(hp, model, *args, **kwargs),
+            )
+        if self.promotions is None:
+            return plan
+        start, attrs = self.promotions.start_of(trial.study, trial)
+        return replace(plan, start=start, save_to=self.promotions.path(trial.number), user_attrs=attrs)
+
+    def on_pruned(self, trial: optuna.Trial, epoch: int, metric: str, value: float) -> str:
+        if self._rungs is None:
+            return super().on_pruned(trial, epoch, metric, value)
+        trial.set_user_attr(records.PAUSED_AT, epoch)
+        return (f"paused at epoch {epoch}, a rung of {self.space.study.pruner['type']} ({metric} {value:.4f}): a later "
+                f"trial continues it from its checkpoint if it ranks in the top 1/{self._rungs.eta} of its rung")
+
+    def trial_ended(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        if self.promotions is None:
+            return
+        if outcome.state in (COMPLETE, PRUNED):
+            self.promotions.finished(trial, paused=records.PAUSED_AT in trial.user_attrs)
+        else:  # failed or interrupted: its retry continues from the same checkpoint
+            self.promotions.path(trial.number).unlink(missing_ok=True)
+
+    def close(self, finished: bool) -> None:
+        if self.promotions is not None and finished:
+            self.promotions.clean_up()
+
+    def _queue_promotion(self, study: optuna.Study) -> None:
+        """Queue the next trial as the continuation of a paused trial that now ranks in its rung's top (asked with
+        the study's lock held: no other worker queues the same one)."""
+        if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            return  # ask() pops that one first (a retry, a baseline, a promotion queued earlier)
+        parent = self.promotions.next_promotion(study) if self.promotions is not None else None
+        if parent is not None:
+            study.enqueue_trial(parent.params, user_attrs={records.CONTINUES: parent.number})
+
+
+def rung_pruner(space: SearchSpace) -> RungPruner | None:
+    """The rung pruner of ``study.pruner`` ``successive_halving``/``hyperband`` with ``promotion: continue``
+    (their default), with Optuna's defaults for their options; None for any other pruner.
+
+    Example:
+        >>> from tuning.space import SearchSpace
+        >>> space = SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 9},
+        ...                                "study": {"pruner": {"type": "hyperband"}}})
+        >>> pruner = rung_pruner(space)
+        >>> pruner.rungs(0), pruner.rungs(1), pruner.brackets
+        ([1, 3], [3], 3)
+    """
+    spec = dict(space.study.pruner)
+    kind = spec.get("type")
+    if kind not in ("successive_halving", "hyperband") or spec.get("promotion", "continue") != "continue":
+        return None
+    make_pruner(space)  # Optuna checks the options
+    max_epochs = space.max_epochs()
+    min_resource = int(spec.get("min_resource") or 1) if spec.get("min_resource") != "auto" else 1
+    if kind == "successive_halving":
+        eta = int(spec.get("reduction_factor", 4))
+        min_resource *= eta ** int(spec.get("min_early_stopping_rate", 0))
+        return RungPruner(min_resource=min_resource, eta=eta, max_epochs=max_epochs, brackets=1)
+    eta = int(spec.get("reduction_factor", 3))
+    top = spec.get("max_resource", max_epochs)
+    top = max_epochs if top == "auto" else int(top)
+    brackets = int(math.log(top / min_resource, eta) + 1e-9) + 1 if top > min_resource else 1
+    return RungPruner(min_resource=min_resource, eta=eta, max_epochs=max_epochs, brackets=brackets)
 
 
 def make_sampler(space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -91,6 +183,12 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
 
 def _make_pruner(spec: dict[str, Any], path: str, max_epochs: int | None = None) -> optuna.pruners.BasePruner:
     kind = spec.pop("type")
+    if kind in ("successive_halving", "hyperband"):
+        promotion = spec.pop("promotion", "continue")
+        if promotion not in ("continue", "stop"):
+            raise SpaceError(f"{path}.promotion", "must be continue or stop", received=promotion,
+                             fix="continue: a paused trial resumes from its checkpoint once it ranks among the best; "
+                                 "stop: Optuna's own pruner, a stopped trial is gone")
     if kind == "hyperband" and max_epochs:
         spec.setdefault("min_resource", 1)
         spec.setdefault("max_resource", max_epochs)

@@ -228,7 +228,17 @@ def _optimize(study: optuna.Study, engine: Engine, runner: TrialRunner, gate: To
         _signals.stop_if_signalled()  # a signal deferred while the last ask() found nothing more to do
     finally:
         gate.release()  # held when the gate found room but no trial was created (time up, Ctrl-C)
-        engine.close()
+        engine.close(finished=_reached_total(study, gate.total))
+
+
+def _reached_total(study: optuna.Study, total: int) -> bool:
+    """Whether the study holds its total of counted trials and runs none (False when the storage cannot tell)."""
+    try:
+        trials = study.get_trials(deepcopy=False, states=(*COUNTED_STATES, optuna.trial.TrialState.RUNNING))
+    except Exception:  # the storage failed under the study: the error that stopped it is raised next
+        return False
+    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    return not running and len(trials) >= total
 
 
 def _next_trial(gate: TotalGate, engine: Engine) -> Any:

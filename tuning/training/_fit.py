@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 import weakref
@@ -151,6 +152,8 @@ def train(
     finally:
         seeding.release()  # a fit_fn that never calls on_train_begin holds it to the end
     history = watch.history or _returned_metrics(returned)
+    if start is not None and start.history:  # the curve from epoch 1, as if the trial had never stopped
+        history = {k: [*start.history.get(k, []), *v] for k, v in history.items()}
     result = TrainResult(
         state=watch.state,
         model=model,
@@ -162,11 +165,18 @@ def train(
         precision=precision,
     )
     if save_to is not None:
-        save_to.parent.mkdir(parents=True, exist_ok=True)
-        model.save_weights(save_to)
+        _save_atomically(model, save_to)
     if result.state == records.COMPLETE and evaluate_test:
         result.test_accuracy = test_accuracy(model, data, batch_size=config.train.batch_size)
     return result
+
+
+def _save_atomically(model: keras.Model, path: Path) -> None:
+    """Write the model's weights and optimizer state to ``path``; a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.weights.h5")
+    model.save_weights(partial)
+    os.replace(partial, path)
 
 
 def _checked_model(model: Any) -> keras.Model:

@@ -32,15 +32,17 @@ FitFn = Callable[..., Any]
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A model's weights and optimizer state after ``epoch`` epochs, in a ``.weights.h5`` file.
+    """A model's weights and optimizer state after ``epoch`` epochs, in a ``.weights.h5`` file, with the per-epoch
+    metrics of those epochs (``history``).
 
     Training that starts from a checkpoint loads it into the freshly built and compiled model (optimizer state
-    included: Adam's moments and the step count, so a learning-rate schedule goes on where it stopped) and
-    trains from epoch ``epoch + 1``.
+    included: Adam's moments and the step count, so a learning-rate schedule goes on where it stopped), trains
+    from epoch ``epoch + 1``, and its history continues ``history``.
     """
 
     path: Path
     epoch: int
+    history: Mapping[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
