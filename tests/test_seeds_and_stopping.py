@@ -47,3 +47,24 @@ def test_early_stopping_watches_the_objective(workdir: Path) -> None:
         watched = history["val_accuracy"]
         stop = next((i + 1 for i in range(1, len(watched)) if watched[i] <= max(watched[:i])), 8)
         assert len(watched) == stop, (t.number, history)
+
+
+def test_stop_after_ends_a_study_whose_best_stopped_improving_and_a_resume_runs_nothing_more(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = tiny_space(study={"name": "plateau", "n_trials": 40, "stop_after": 3}, train={"epochs": 1})
+
+    study = tuning.run(space, tracking=False)
+
+    done = sorted(study.get_trials(states=[TrialState.COMPLETE, TrialState.PRUNED]), key=lambda t: t.number)
+    assert 4 <= len(done) < 40
+    best = max((t for t in done if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    after = [t for t in done if t.number > best.number]
+    assert len(after) == 3  # stopped as soon as three trials in a row did not beat the best, not later
+    assert all(t.value <= best.value for t in after if t.state == TrialState.COMPLETE)
+    err = capsys.readouterr().err
+    assert f"Stopped early: the best value ({best.value:.4f}, trial {best.number}) has not improved" in err
+
+    again = tuning.run(space, tracking=False)
+    assert len(again.get_trials()) == len(study.get_trials())  # the rule still holds: nothing more runs
+    assert "Stopped early" in capsys.readouterr().err

@@ -613,3 +613,24 @@ def test_round_trip_keeps_overridable_raw_copy_independent() -> None:
     d["model"]["width"].append(64)
     assert d != original and space.to_dict()["model"]["width"] == [16, 32]
     assert space.with_overrides(["train.epochs=4"]).distributions()["model.width"].choices == (16, 32)
+
+
+@pytest.mark.parametrize(("stop_after", "says"), [
+    (0, "study.stop_after: must be an integer >= 1. Received: 0"),
+    ({"trails": 5}, "study.stop_after.trails: unknown key in study.stop_after. Fix: did you mean `trials`?"),
+    ({"share": 1.5}, "study.stop_after.share: must be a number in (0, 1]. Received: 1.5"),
+    ({"seconds": -3}, "study.stop_after.seconds: must be a number > 0. Received: -3"),
+])
+def test_bad_stop_after_names_its_key(stop_after: object, says: str) -> None:
+    with pytest.raises(SpaceError) as info:
+        SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 1}, "study": {"stop_after": stop_after}})
+    assert says in str(info.value)
+
+
+def test_stop_after_is_a_number_of_trials_or_a_mapping_and_round_trips() -> None:
+    base = {"model": {"family": "mlp"}, "train": {"epochs": 1}}
+    assert SearchSpace.from_dict({**base, "study": {"stop_after": 7}}).study.stop_after == {"trials": 7}
+    both = SearchSpace.from_dict({**base, "study": {"stop_after": {"trials": 20, "share": 0.25}}})
+    assert both.study.stop_after == {"trials": 20, "share": 0.25}
+    assert SearchSpace.from_dict(both.to_dict()) == both
+    assert SearchSpace.from_dict(base).study.stop_after is None

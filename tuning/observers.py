@@ -3,7 +3,8 @@
 Like ``keras.callbacks.Callback``, :class:`StudyObserver` has no-op hooks and a subclass overrides only
 the ones it needs. The runner calls them in this order::
 
-    study_started  →  (trial_started → epoch_ended × epochs → trial_finished) × trials  →  study_finished
+    study_started  →  (trial_started → epoch_ended × epochs → trial_finished) × trials  →  [stopped_early]
+                   →  study_finished
 
 Hooks run in the thread that runs the trial: with ``n_jobs > 1`` several trials call them at once, so
 an observer keeps per-trial state keyed by ``trial.number``. An exception raised by an observer is
@@ -65,6 +66,9 @@ class StudyObserver:
     def trial_finished(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         """The trial ended (see :class:`TrialOutcome`); its user attributes are already set."""
 
+    def stopped_early(self, study: optuna.Study, reason: str) -> None:
+        """The study stops before its total: its best value stopped improving (``study.stop_after``)."""
+
     def study_finished(self, study: optuna.Study, interrupted: bool) -> None:
         """The run is over: all requested trials done, the timeout reached, or interrupted."""
 
@@ -93,6 +97,9 @@ class ObserverList(StudyObserver):
 
     def trial_finished(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         self._each("trial_finished", trial, outcome)
+
+    def stopped_early(self, study: optuna.Study, reason: str) -> None:
+        self._each("stopped_early", study, reason)
 
     def study_finished(self, study: optuna.Study, interrupted: bool) -> None:
         self._each("study_finished", study, interrupted)

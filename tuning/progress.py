@@ -95,6 +95,9 @@ class ProgressDisplay(StudyObserver):
             self.progress.advance(self.task)
         self.progress.update(self.task, status="")
 
+    def stopped_early(self, study: optuna.Study, reason: str) -> None:
+        self.console.print(f"Stopped early: {reason}.", markup=False)
+
     def study_finished(self, study: optuna.Study, interrupted: bool) -> None:
         self.progress.stop()
 

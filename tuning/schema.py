@@ -184,9 +184,20 @@ STUDY: dict[str, Key] = {
                    doc="which completed trials are evaluated on the test set: best = each one that beats the "
                        "study's best so far (the best model always has its test accuracy), all = every one"),
 }
-STUDY_SPECIAL = ("sampler", "pruner", "tuner", "enqueue")
-STUDY_ORDER = ("name", "engine", "sampler", "pruner", "tuner", "n_trials", "timeout", "seed", "n_jobs",
+STUDY_SPECIAL = ("sampler", "pruner", "tuner", "stop_after", "enqueue")
+STUDY_ORDER = ("name", "engine", "sampler", "pruner", "tuner", "n_trials", "timeout", "stop_after", "seed", "n_jobs",
                "max_consecutive_failures", "storage", "test_on", "enqueue")
+
+#: ``study.stop_after``: stop the study once its best value has not improved for this long (a number alone is
+#: ``trials``); any of them stops it.
+STOP_AFTER: dict[str, Key] = {
+    "trials": Key("int", None, low=1, searchable=False, nullable=True,
+                  doc="complete or pruned trials finished since the best one"),
+    "seconds": Key("float", None, low=0, low_open=True, searchable=False, nullable=True,
+                   doc="seconds since the best trial finished"),
+    "share": Key("float", None, low=0, high=1, low_open=True, searchable=False, nullable=True,
+                 doc="a share of the study's budget: of n_trials in trials, and of timeout in seconds when set"),
+}
 
 #: The options of each KerasTuner tuner (``study.tuner``) under ``study.engine: keras_tuner``; the tuner's
 #: ``max_trials`` is ``n_trials``, its ``seed`` the study's, Hyperband's ``max_epochs`` ``train.epochs``' upper bound.

@@ -532,11 +532,34 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
     if sampler is not None and sampler["type"] == "grid":
         _check_grid(specs, errs)
     enqueue = _enqueue(raw.get("enqueue"), specs, keys, broken, errs, define_by_run)
+    stop_after = _stop_after(raw.get("stop_after"), objectives, errs)
     tuner = _engine(raw, values, objectives, pruner, errs)
     if tuner is not None:
         sampler, pruner = {"type": "tpe"}, {"type": "none"}  # not used by KerasTuner (and not written back)
     return StudySpec(sampler=sampler or {"type": "tpe"}, pruner=pruner or {"type": "median"}, enqueue=enqueue,
-                     tuner=tuner, **values)
+                     tuner=tuner, stop_after=stop_after, **values)
+
+
+def _stop_after(raw: Any, objectives: tuple[Objective, ...], errs: _Errors) -> dict[str, Any] | None:
+    """``study.stop_after``: a number of trials, or ``{trials, seconds, share}``; null (the default) never stops."""
+    if raw is None:
+        return None
+    if len(objectives) > 1:
+        errs.add("study.stop_after", "stops when the best value stops improving: a study with several objectives "
+                 "has no single best", received=raw, fix="remove study.stop_after, or keep one objective")
+        return None
+    if not isinstance(raw, Mapping):
+        raw = {"trials": raw}
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        path = f"study.stop_after.{name}" if name != "trials" or len(raw) > 1 else "study.stop_after"
+        if name not in S.STOP_AFTER:
+            _unknown(errs, f"study.stop_after.{name}", name, list(S.STOP_AFTER), where="study.stop_after")
+            continue
+        checked = scalar(S.STOP_AFTER[name], value, path, errs)
+        if checked is not _BAD and checked is not None:
+            out[name] = checked
+    return out or None
 
 
 def _engine(raw: Mapping[str, Any], values: Mapping[str, Any], objectives: tuple[Objective, ...],

@@ -61,6 +61,7 @@ class StudySpec:
     max_consecutive_failures: int = 5
     storage: str | None = None
     test_on: str = "best"  # best | all: which completed trials are evaluated on the test set
+    stop_after: dict[str, Any] | None = None  # {"trials", "seconds", "share"}: stop once the best stops improving
     enqueue: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,5 +83,6 @@ class StudySpec:
             "max_consecutive_failures": self.max_consecutive_failures,
             "storage": self.storage,
             "test_on": self.test_on,
+            "stop_after": dict(self.stop_after) if self.stop_after else None,
             "enqueue": [dict(e) for e in self.enqueue],
         }

@@ -33,6 +33,7 @@ from tuning.study._best_model import BestModelKeeper
 from tuning.study._create import GRACE_PERIOD, HEARTBEAT_INTERVAL, create_or_load, open_storage
 from tuning.study._gate import COUNTED_STATES, StudyLock, TotalGate
 from tuning.study._recovery import recover, take_over_stale_trials
+from tuning.study._stop import StopRule
 from tuning.study._workers import announce_ready
 from tuning.training import describe_precision
 from tuning.trial import FailureGuard, TrialRunner
@@ -169,6 +170,9 @@ def run(
         poll=min(2.0, heartbeat["heartbeat_interval"]), check_signals=_signals.stop_if_signalled, lock=lock,
     )
     budget = timeout if timeout is not None else space.study.timeout
+    stop_rule = StopRule.of(space.study.stop_after, n_trials=target, timeout=budget)
+    if verbose:
+        observer.observers.append(_SaysWhyItStopped())
     interrupted = False
     observer.study_started(study, space)
     announce_ready()  # tuning run --workers: the study and its MLflow run exist, the others may start
@@ -176,7 +180,8 @@ def run(
         if _signals.received:  # a Ctrl-C whose KeyboardInterrupt Python swallowed while the study was being set up
             raise KeyboardInterrupt
         with _signals.handling(_signals.raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
-            _optimize(study, engine, runner, gate, guard, budget=budget, jobs=jobs, verbose=verbose)
+            _optimize(study, engine, runner, gate, guard, stop_rule, observer, budget=budget, jobs=jobs,
+                      verbose=verbose)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -197,9 +202,11 @@ def run(
     return study
 
 
-def _optimize(study: optuna.Study, engine: Engine, runner: TrialRunner, gate: TotalGate, guard: FailureGuard, *,
-              budget: float | None, jobs: int, verbose: bool) -> None:
-    """Run trials until the study's total, the budget, the engine's last configuration or too many failures.
+def _optimize(study: optuna.Study, engine: Engine, runner: TrialRunner, gate: TotalGate, guard: FailureGuard,
+              stop_rule: StopRule | None, observer: StudyObserver, *, budget: float | None, jobs: int,
+              verbose: bool) -> None:
+    """Run trials until the study's total, the budget, the stop rule, the engine's last configuration or too many
+    failures.
 
     Keras is imported before the budget's and the first trial's clocks start; the gate looks at the storage
     again after the import (it takes seconds on a loaded machine, in which other workers may finish the study).
@@ -209,7 +216,8 @@ def _optimize(study: optuna.Study, engine: Engine, runner: TrialRunner, gate: To
     import_keras()
     engine.start(study)
     try:
-        if not (gate.room(study, claim=True) and engine.has_next()):
+        next_trial = _next_trial(gate, engine, stop_rule, observer)
+        if not next_trial(study, None):
             return
         if verbose:
             print(describe_precision(runner.space.specs["train.precision"].value), file=sys.stderr)
@@ -221,7 +229,7 @@ def _optimize(study: optuna.Study, engine: Engine, runner: TrialRunner, gate: To
             timeout=budget,
             n_jobs=jobs,
             catch=(Exception,),
-            callbacks=[guard, _next_trial(gate, engine), _signals.stop_if_signalled, _signals.defer],
+            callbacks=[guard, next_trial, _signals.stop_if_signalled, _signals.defer],
             gc_after_trial=False,  # training releases memory itself, before each trial
         )
         _signals.undefer()
@@ -241,15 +249,36 @@ def _reached_total(study: optuna.Study, total: int) -> bool:
     return not running and len(trials) >= total
 
 
-def _next_trial(gate: TotalGate, engine: Engine) -> Any:
-    """An Optuna callback: the study goes on while its total leaves room (the gate, which then holds the study's
-    lock until the next trial exists) and the engine has a configuration to offer."""
+def _next_trial(gate: TotalGate, engine: Engine, stop_rule: StopRule | None, observer: StudyObserver) -> Any:
+    """Whether a trial may start now (asked before the first trial, and an Optuna callback after each, which stops
+    the study otherwise): the study's total leaves room (the gate, which then holds the study's lock until the next
+    trial exists), its best value still improves (``study.stop_after``) and the engine has a configuration."""
 
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if not (gate.room(study, claim=True) and engine.has_next()):
+    def may_start(study: optuna.Study) -> bool:
+        if not gate.room(study, claim=True):
+            return False
+        reason = stop_rule.reason(study) if stop_rule is not None else None
+        if reason is not None:
+            gate.release()
+            observer.stopped_early(study, reason)
+            return False
+        return engine.has_next()
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> bool:
+        if may_start(study):
+            return True
+        if trial is not None:  # inside study.optimize
             study.stop()
+        return False
 
     return callback
+
+
+class _SaysWhyItStopped(StudyObserver):
+    """``tuning.run(verbose=True)``: a study stopped by ``study.stop_after`` says why on standard error."""
+
+    def stopped_early(self, study: optuna.Study, reason: str) -> None:
+        print(f"Stopped early: {reason}.", file=sys.stderr)
 
 
 def _storage_error(exc: Exception, url: str, local: bool) -> Exception:
