@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import threading
 from dataclasses import replace
@@ -54,8 +56,8 @@ class OptunaEngine(Engine):
 
     def sampler(self) -> optuna.samplers.BaseSampler:
         space = self.space
-        if space.study.sampler["type"] == "qmc":  # its seed is its scrambling: one for the whole study
-            return make_sampler(space, space.study.seed)
+        if space.study.sampler["type"] in ("qmc", "optunahub"):  # QMC's seed is its scrambling; a hub sampler may
+            return make_sampler(space, space.study.seed)      # keep its state in memory: one for the whole study
         return TrialSeededSampler(lambda seed: make_sampler(space, seed), space.study.seed)
 
     def pruner(self) -> optuna.pruners.BasePruner:
@@ -150,9 +152,18 @@ def rung_pruner(space: SearchSpace) -> RungPruner | None:
 
 
 def make_sampler(space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The sampler named in ``study.sampler`` with its options, seeded with ``seed``."""
+    """The sampler named in ``study.sampler`` with its options, seeded with ``seed``.
+
+    ``{optunahub: samplers/<name>, ...}`` loads that OptunaHub package (once per process) and builds its sampler
+    class with the options.
+    """
     spec = dict(space.study.sampler)
     kind = spec.pop("type")
+    if kind == "optunahub":
+        cls = hub_class(spec.pop("package", None), spec.pop("class", None), optuna.samplers.BaseSampler,
+                        "study.sampler")
+        accepts_seed = "seed" in inspect.signature(cls).parameters
+        return _construct(cls, spec, "study.sampler", cls.__name__, **({"seed": seed} if accepts_seed else {}))
     if kind not in SAMPLER_CLASSES:
         raise SpaceError(
             "study.sampler", "unknown sampler", received=kind, fix=f"use one of {', '.join(SAMPLER_CLASSES)}"
@@ -183,6 +194,9 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
 
 def _make_pruner(spec: dict[str, Any], path: str, max_epochs: int | None = None) -> optuna.pruners.BasePruner:
     kind = spec.pop("type")
+    if kind == "optunahub":
+        cls = hub_class(spec.pop("package", None), spec.pop("class", None), optuna.pruners.BasePruner, path)
+        return _construct(cls, spec, path, cls.__name__)
     if kind in ("successive_halving", "hyperband"):
         promotion = spec.pop("promotion", "continue")
         if promotion not in ("continue", "stop"):
@@ -204,6 +218,64 @@ def _make_pruner(spec: dict[str, Any], path: str, max_epochs: int | None = None)
         spec["wrapped_pruner"] = _make_pruner(dict(wrapped), f"{path}.wrapped", max_epochs) if wrapped else None
         spec.setdefault("patience", 1)
     return _construct(cls, spec, path, kind)
+
+
+def hub_class(package: Any, name: Any, base: type, path: str) -> type:
+    """The ``base`` subclass (a sampler or pruner) of OptunaHub package ``package``: the one named ``name``, or the
+    only one it defines.
+
+    Example:
+        >>> hub_class("samplers/dehb", None, optuna.samplers.BaseSampler, "study.sampler")  # doctest: +SKIP
+        <class 'optunahub_registry.package.samplers.dehb.sampler.DEHBSampler'>
+
+    Raises:
+        SpaceError: at ``path``: the package cannot be loaded (not installed, offline, missing requirements) or
+            has no such class.
+    """
+    kind = "sampler" if base is optuna.samplers.BaseSampler else "pruner"
+    if not isinstance(package, str) or not package:
+        raise SpaceError(path, "an optunahub " + kind + " needs its package", received=package,
+                         fix=f"write {{optunahub: {kind}s/<name>}}, e.g. {{optunahub: samplers/auto_sampler}}")
+    module = _hub_module(package, path)
+    found = {n: c for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, base) and c is not base
+             and not c.__module__.startswith("optuna.")}
+    if name is not None:
+        if name not in found:
+            raise SpaceError(f"{path}.class", f"the optunahub package {package} has no {kind} {name!r}",
+                             received=name, fix=f"use one of: {', '.join(sorted(found)) or 'none'}")
+        return found[name]
+    if len(found) != 1:
+        raise SpaceError(path, f"the optunahub package {package} defines {len(found) or 'no'} {kind} classes",
+                         received=sorted(found), fix="name one with `class:`" if found else
+                         f"use a package of {kind}s (https://hub.optuna.org)")
+    return next(iter(found.values()))
+
+
+@functools.cache
+def _loaded(package: str) -> Any:
+    import optunahub
+
+    return optunahub.load_module(package)
+
+
+def _hub_module(package: str, path: str) -> Any:
+    """The OptunaHub package ``package``, loaded once per process (optunahub caches downloads on disk too)."""
+    try:
+        import optunahub  # noqa: F401
+    except ImportError as exc:
+        raise SpaceError(path, "OptunaHub packages need the optunahub library, which is not installed",
+                         received=package, fix="pip install optunahub (or pip install 'tuning[hub]')") from exc
+    try:
+        return _loaded(package)
+    except ModuleNotFoundError as exc:  # a requirement of the package
+        raise SpaceError(path, f"the optunahub package {package} needs {exc.name or 'a module'}, which is not "
+                         "installed", received=package,
+                         fix=f"pip install the package's requirements (https://hub.optuna.org/{package}/)") from exc
+    except Exception as exc:  # offline, unknown name, rate limit
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise SpaceError(path, f"cannot load the optunahub package {package} ({type(exc).__name__}: {first})",
+                         received=package, fix="check its name on https://hub.optuna.org and this machine's access "
+                         "to github.com; offline, put the package in optunahub's cache (OPTUNAHUB_CACHE_HOME)") from exc
 
 
 def _construct(cls: type, options: dict[str, Any], path: str, kind: str, **fixed: Any) -> Any:

@@ -490,6 +490,13 @@ def _objectives(raw: Any, errs: _Errors) -> tuple[Objective, ...]:
 def _typed(raw: Any, names: Sequence[str], path: str, errs: _Errors) -> dict[str, Any] | None:
     if raw is None and "none" in names:
         return {"type": "none"}
+    if isinstance(raw, Mapping) and "optunahub" in raw and "type" not in raw and "optunahub" in names:
+        package = raw["optunahub"]  # {optunahub: samplers/dehb, ...}: an OptunaHub package and its options
+        if not isinstance(package, str) or package.count("/") != 1:
+            errs.add(f"{path}.optunahub", "names an OptunaHub package as <kind>/<name>", received=package,
+                     fix="write e.g. {optunahub: samplers/auto_sampler} (see https://hub.optuna.org)")
+            return None
+        return {"type": "optunahub", "package": package, **{str(k): v for k, v in raw.items() if k != "optunahub"}}
     if isinstance(raw, Mapping):
         if "type" not in raw:
             errs.add(path, "a mapping needs `type`", received=dict(raw), fix=f"write {{type: {names[0]}, ...}}")
