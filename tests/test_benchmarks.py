@@ -44,13 +44,25 @@ def test_bench_overhead_prints_the_ratio_toolkit_over_bare(mnist_dir: str | None
 def test_bench_time_to_accuracy_interleaves_contenders_and_prints_the_ratio(
     mnist_dir: str | None, tmp_path: Path
 ) -> None:
-    out = run_script("bench_time_to_accuracy.py", "--budget", "12", "--seeds", "0", "--contenders",
-                     "toolkit,kt_hyperband", mnist_dir=mnist_dir, cwd=tmp_path)
+    plot = tmp_path.parent / f"{tmp_path.name}-plot.png"
+    out = run_script("bench_time_to_accuracy.py", "--budget", "15", "--seeds", "0", "--contenders",
+                     "toolkit,kt_hyperband", "--plot", str(plot), mnist_dir=mnist_dir, cwd=tmp_path)
     for name in ("toolkit", "kt_hyperband"):  # each ran for its budget and reported trials, epochs, best accuracy
         assert re.search(rf"^{name} +0 +\d+ +\d+ +[01]\.\d{{4}}", out, re.MULTILINE), out
-    assert re.search(r"^median ratio of seconds to 98% \(toolkit / kt_hyperband\): \d+\.\d\d", out,
-                     re.MULTILINE), out
+        assert re.search(rf"^{name} +end [01]\.\d{{4}} \[[01]\.\d{{4}}, [01]\.\d{{4}}\]  to target +\d+\.\d s "
+                         rf"\([01]/1\)$", out, re.MULTILINE), out
+    assert re.search(r"^target: kt_hyperband's median final best, [01]\.\d{4}$", out, re.MULTILINE), out
+    assert re.search(r"^median ratio of seconds to kt_hyperband's median best \(toolkit / kt_hyperband\): \d+\.\d\d",
+                     out, re.MULTILINE), out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the anytime plot
     assert not list(tmp_path.iterdir())  # studies and KerasTuner folders went to temporary folders
+
+
+def test_bench_time_to_accuracy_runs_the_mlp_space_too(mnist_dir: str | None, tmp_path: Path) -> None:
+    out = run_script("bench_time_to_accuracy.py", "--space", "mlp", "--budget", "10", "--seeds", "0",
+                     "--contenders", "toolkit_sh,kt_hyperband", mnist_dir=mnist_dir, cwd=tmp_path)
+    assert out.startswith("space mlp;"), out
+    assert re.search(r"^toolkit_sh +0 +\d+ +\d+ +[01]\.\d{4}", out, re.MULTILINE), out
 
 
 def test_bench_throughput_prints_images_per_second_against_the_tutorial_setup(
