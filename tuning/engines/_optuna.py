@@ -196,6 +196,9 @@ def _make_pruner(spec: dict[str, Any], path: str, max_epochs: int | None = None)
     kind = spec.pop("type")
     if kind == "optunahub":
         cls = hub_class(spec.pop("package", None), spec.pop("class", None), optuna.pruners.BasePruner, path)
+        if issubclass(cls, optuna.pruners.HyperbandPruner) and max_epochs:  # epochs as the resource, as below
+            spec.setdefault("min_resource", 1)
+            spec.setdefault("max_resource", max_epochs)
         return _construct(cls, spec, path, cls.__name__)
     if kind in ("successive_halving", "hyperband"):
         promotion = spec.pop("promotion", "continue")
