@@ -1,6 +1,8 @@
-"""tuning.data: where the arrays come from, how they are split, and what a user reads when they are missing.
+"""tuning.data: where the arrays come from, how they are split, and what a user reads when they are missing or
+wrong.
 
-Fast: small .npz files written into tmp_path (MNIST itself is never copied), no TensorFlow.
+Fast: small .npz files written into tmp_path (MNIST itself is never copied), no TensorFlow. Wrong data goes through
+``tuning run`` (in-process) and ``tuning.run(data=...)``: refused with exit 2 before anything is written.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from conftest import tiny_space
 
+import tuning
 from tuning import data
+from tuning.cli import main
 from tuning.data import DATA_DIR_ENV
 from tuning.errors import DataError, UserInputError
 from tuning.space import SearchSpace
@@ -208,3 +214,141 @@ def test_an_npz_holding_python_objects_is_refused_not_unpickled(tmp_path: Path) 
     with pytest.raises(DataError, match="never unpickled") as info:
         data.load("mnist", path=file)
     assert str(file) in str(info.value) and "numpy.savez" in str(info.value)
+
+
+# ------------------------------------------------------------------------------- arrays no model can learn from
+
+
+def _float_images(n: int, value: float = 0.5) -> np.ndarray:
+    x = np.random.default_rng(n).random((n, 28, 28)).astype("float32")
+    x[n // 2, 2, 3] = value
+    return x
+
+
+def _labels_from(n: int, bad: dict[int, float]) -> np.ndarray:
+    y = (np.arange(n) % 10).astype("float64")
+    for i, v in bad.items():
+        y[i] = v
+    return y
+
+
+#: Wrong arrays (what replaces the good ones of ``arrays()``: 100 training and 30 test images, labels 0..9) and
+#: what the message must say: what is wrong and the first offending value, index or shape.
+WRONG: dict[str, tuple[dict[str, np.ndarray], list[str]]] = {
+    # 10 classes numbered 19, 39, ..., 199: 200 output units, 190 of them for no class (validation accuracy ~0).
+    "labels far above the class count": (
+        {"y_train": (np.arange(100) % 10) * 20 + 19, "y_test": (np.arange(30) % 10) * 20 + 19},
+        ["10 distinct labels in y_train and y_test, from 19 to 199", "200 output units for 10 classes",
+         "the first is 0", "renumber them 0..9", "np.searchsorted"]),
+    "labels 1..10 (numbered from 1)": (
+        {"y_train": np.arange(100) % 10 + 1, "y_test": np.arange(30) % 10 + 1},
+        ["from 1 to 10", "the first is 0", "11 output units for 10 classes"]),
+    "labels are the row numbers": (
+        {"y_train": np.arange(100), "y_test": np.arange(30)},
+        ["looks like row numbers or IDs", "100 distinct labels for 100 images"]),
+    "negative labels": (
+        {"y_train": np.where(np.arange(100) == 7, -1, np.arange(100) % 10)},
+        ["y_train holds negative labels", "y_train[7] = -1", "1 of 100 labels are negative"]),
+    "a single class": (
+        {"y_train": np.ones(100, "int64"), "y_test": np.arange(30) % 2},
+        ["y_train holds a single class", "all 100 labels are 1"]),
+    "fractional labels": (
+        {"y_train": _labels_from(100, {2: 3.7})}, ["not whole numbers", "y_train[2] = 3.7", "1 of 100 labels"]),
+    "a NaN label": ({"y_test": _labels_from(30, {4: np.nan})}, ["y_test[4] = nan"]),
+    "one-hot labels": (
+        {"y_train": np.eye(10)[np.arange(100) % 10], "y_test": np.eye(10)[np.arange(30) % 10]},
+        ["y_train is one-hot encoded", "shape (100, 10)", "y_train.argmax(axis=1)"]),
+    "two label columns": (
+        {"y_train": np.stack([np.arange(100) % 10] * 2, axis=1)},
+        ["y_train must hold one label per image", "shape (100, 2)"]),
+    "labels as text": ({"y_train": np.array([str(i % 10) for i in range(100)])}, ["y_train must hold numbers", "<U1"]),
+    "images all NaN": (
+        {"x_train": np.full((100, 28, 28), np.nan, "float32")},
+        ["x_train holds NaN or infinite pixels", "100 of 100 images", "x_train[0] (pixel (0, 0) = nan)"]),
+    "an infinite test pixel": (
+        {"x_test": _float_images(30, np.inf)},
+        ["x_test holds NaN or infinite pixels", "1 of 30 images", "x_test[15] (pixel (2, 3) = inf)"]),
+    "every pixel the same": (
+        {"x_train": np.zeros((100, 28, 28), "uint8")}, ["every pixel of every x_train image has the same value"]),
+    "no image at all": (
+        {k: v[:0] for k, v in arrays().items()}, ["x_train holds no image", "shape (0, 28, 28)"]),
+    "test images of another size": (
+        {"x_test": np.zeros((30, 32, 32), "uint8")},
+        ["different shapes", "x_train of shape (100, 28, 28), x_test of shape (30, 32, 32)"]),
+    "one number per image": (
+        {"x_train": np.arange(100, dtype="uint8"), "x_test": np.arange(30, dtype="uint8")},
+        ["one image per row", "shape (100,): one number per image"]),
+    "5-D images": (
+        {"x_train": arrays()["x_train"][:, None, :, :, None]}, ["one image per row", "(100, 1, 28, 28, 1)",
+                                                              "5 dimensions", "squeeze()"]),
+}
+
+
+@pytest.mark.parametrize("case", WRONG)
+def test_wrong_data_in_an_npz_is_refused_before_anything_is_written(
+    case: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tuning run` on a space whose data.path holds wrong arrays: exit 2, one message, the folder unchanged."""
+    overrides, says = WRONG[case]
+    write_npz(workdir / "d.npz", **overrides)
+    (workdir / "space.yaml").write_text(yaml.safe_dump(tiny_space(data={"dataset": "npz", "path": "d.npz"})))
+    assert main(["run", "space.yaml"]) == 2
+    err = capsys.readouterr().err
+    for text in [*says, "Received from d.npz:", "Fix:"]:
+        assert text in err, f"{text!r} not in {err!r}"
+    assert "Traceback" not in err and err.count("\n") == 1  # one message, on one line
+    assert sorted(p.name for p in workdir.iterdir()) == ["d.npz", "space.yaml"]  # no mlruns/, no database
+
+
+@pytest.mark.parametrize("case", WRONG)
+def test_wrong_arrays_from_python_are_refused_before_anything_is_written(case: str, workdir: Path) -> None:
+    overrides, says = WRONG[case]
+    given = {**arrays(), **overrides}
+    with pytest.raises(DataError) as info:
+        tuning.run(tiny_space(), data=tuple(given[k] for k in ("x_train", "y_train", "x_test", "y_test")))
+    message = str(info.value)
+    for text in [*says, "Received from the arrays passed as data:", "Fix:"]:
+        assert text in message, f"{text!r} not in {message!r}"
+    assert list(workdir.iterdir()) == []
+
+
+def test_wrong_data_in_tuning_data_dir_names_the_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = write_npz(workdir / "data" / "mnist.npz", y_test=-np.ones(30, "int64"))
+    (workdir / "space.yaml").write_text(yaml.safe_dump(tiny_space()))
+    assert main(["run", "space.yaml", "--data-dir", "data"]) == 2
+    err = capsys.readouterr().err
+    assert f"Received from {Path('data', 'mnist.npz')}: y_test[0] = -1 (30 of 30 labels are negative" in err
+    assert sorted(p.name for p in workdir.iterdir()) == ["data", "space.yaml"] and file.is_file()
+
+
+def test_whole_float_and_column_labels_become_class_indices() -> None:
+    """Labels 3.0 (floats that are whole numbers) and labels of shape (N, 1) (CIFAR-10's) are accepted as int."""
+    a = arrays()
+    ds = data.from_arrays({**a, "y_train": a["y_train"].astype("float32"), "y_test": a["y_test"][:, None]})
+    assert ds.y_train.dtype == ds.y_test.dtype == np.int64 and ds.y_test.shape == (30,)
+    np.testing.assert_array_equal(ds.y_test, a["y_test"])
+    assert ds.num_classes == 10
+
+
+def test_an_empty_test_set_is_accepted_like_test_size_0() -> None:
+    a = arrays()
+    ds = data.from_arrays({**a, "x_test": a["x_test"][:0], "y_test": a["y_test"][:0]})
+    assert len(ds.x_test) == 0 and len(ds.x_train) == 90
+
+
+def test_one_scale_for_every_split() -> None:
+    """Raw 0..255 pixels are divided by 255 in every split, even a test set whose images are all faint (value 1):
+    a pixel value means the same input to the model in training and in testing."""
+    a = arrays()
+    a["x_test"] = np.ones((30, 28, 28), "uint8")
+    ds = data.from_arrays(a)
+    assert float(ds.x_test.max()) == pytest.approx(1 / 255)
+    assert float(np.concatenate([ds.x_train, ds.x_val]).max()) == pytest.approx(99 / 255)  # the row number 99
+
+
+def test_full_mnist_passes_the_checks(mnist_dir: str | None) -> None:
+    if mnist_dir is None:
+        pytest.skip("needs a local mnist.npz")
+    ds = data.load("mnist", path=mnist_dir)
+    assert (len(ds.x_train) + len(ds.x_val), len(ds.x_test), ds.num_classes) == (60_000, 10_000, 10)
+    assert ds.y_train.dtype == np.int64 and float(ds.x_train.max()) == 1.0
