@@ -140,6 +140,18 @@ HYPERMODEL = textwrap.dedent('''
     def broken(hp):
         hp.Int("units", 8, 32)
         raise RuntimeError("no model for you")
+
+
+    def raises_in_trials(hp):  # its default build (chance 0) works: only the trials' values reach the error
+        if hp.Float("chance", 0.0, 1.0) > 0:
+            raise RuntimeError("no model for you")
+        return build_model(hp)
+
+
+    def returns_42_in_trials(hp):
+        if hp.Float("chance", 0.0, 1.0) > 0:
+            return 42
+        return build_model(hp)
 ''')
 
 
@@ -323,15 +335,25 @@ def test_a_hypermodel_fit_override_is_honoured_and_its_hyperparameters_searched(
 
 
 @pytest.mark.slow
-def test_a_build_that_raises_fails_the_trial_with_its_own_message(hm_dir: Path) -> None:
-    broken = load_module(hm_dir / "my_models.py")["broken"]
+@pytest.mark.parametrize(("name", "reason"), [
+    ("raises_in_trials", "RuntimeError: no model for you"),
+    ("returns_42_in_trials", "the model builder returned int 42, not a Keras model"),  # the trainer's own check
+])
+def test_a_build_that_fails_with_a_trials_values_fails_the_trial_with_its_own_message(
+    hm_dir: Path, name: str, reason: str
+) -> None:
+    """The default build works (so tuning.run starts): each trial's build fails, with its own reason."""
+    build = load_module(hm_dir / "my_models.py")[name]
     space = tiny_space(study={"n_trials": 2, "pruner": "none", "max_consecutive_failures": 2})
     space["model"] = {"family": "hypermodel"}
     with pytest.raises(tuning.errors.TooManyFailuresError) as info:
-        tuning.run(space, hypermodel=broken, tracking=False)
+        tuning.run(space, hypermodel=build, tracking=False)
     message = str(info.value)
-    assert "RuntimeError: no model for you" in message and "your own code" in message
+    assert reason in message and "your own code" in message
     assert "pooling" not in message  # no hint about the space
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all(reason in t.user_attrs["reason"] for t in study.trials)
 
 
 @pytest.mark.slow

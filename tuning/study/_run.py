@@ -128,6 +128,7 @@ def run(
     storages.check_writable(url)  # a local SQLite file: writable, and a SQLite database that is empty or Optuna's
     hypermodel = _hypermodel_of(space, hypermodel, build_fn)
     dataset = _load_data(space, data, data_dir)
+    _check_first_build(space, hypermodel, dataset)
     engine = engine_class(space, dataset, build_fn=build_fn, hypermodel=hypermodel)
     sampler, pruner = engine.sampler(), engine.pruner()  # their options are checked here
     heartbeat = {  # the environment variables set them for `tuning run` and its --workers
@@ -293,6 +294,17 @@ def _hypermodel_of(space: SearchSpace, given: Any, build_fn: Any) -> Any:
     from tuning import hypermodel as bridge
 
     return bridge.as_hypermodel(given) if given is not None else bridge.for_space(space)
+
+
+def _check_first_build(space: SearchSpace, hypermodel: Any, dataset: Dataset) -> None:
+    """Build a hypermodel once with default values, as KerasTuner does, before any trial is stored: a build that
+    raises or returns no Keras model, a model that does not fit the data, or a hyperparameter named like a key of
+    the space is refused (:func:`tuning.hypermodel.check_first_build`), instead of failing every trial."""
+    if hypermodel is None:
+        return
+    from tuning import hypermodel as bridge
+
+    bridge.check_first_build(hypermodel, space, dataset, reference=space.specs["model.hypermodel"].value)
 
 
 def _load_data(space: SearchSpace, data: Any, data_dir: str | os.PathLike | None) -> Dataset:
