@@ -2,9 +2,9 @@
 Keras model, a model that does not fit the data, a hyperparameter named like a key of the space are refused with
 exit 2 on every path (``tuning run`` on a ``family: hypermodel`` file, ``tuning.run(..., hypermodel=...)``,
 ``study.engine: keras_tuner``) and reported by ``tuning validate``, which also counts and lists what the build and
-a ``fit`` override declare.
+a ``fit`` override declare. Dict spaces get a study name of their own, and ``tuning.run`` shows its progress.
 
-The tests build small models and train nothing.
+The fast tests build small models (no training); the slow ones train a few hundred MNIST images for one epoch.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from conftest import tiny_space
 
 import tuning
+from tuning import study as studies
 from tuning.cli import main as cli
-from tuning.errors import SpaceError
+from tuning.errors import SpaceError, UserInputError
+from tuning.space import SearchSpace
 
 pytest.importorskip("keras_tuner")
 
@@ -241,3 +244,57 @@ def test_validate_refuses_a_fit_hyperparameter_named_like_a_space_key(
     assert cli(["validate", str(write(models_dir, hypermodel_space("my_models.py:FitClash")))]) == 2
     err = capsys.readouterr().err
     assert "its fit(hp, model, ...) declares the hyperparameter 'train.batch_size'" in err
+
+
+# ----------------------------------------------------------------------------- dict spaces: names, refusal's fix
+
+
+def test_each_dict_space_gets_a_study_name_of_its_own() -> None:
+    one = SearchSpace.from_dict(tiny_space() | {"study": {}})
+    again = SearchSpace.from_dict(tiny_space() | {"study": {"n_trials": 40}})  # more trials: the same study
+    other = SearchSpace.from_dict(tiny_space(train={"epochs": 3}) | {"study": {}})
+    assert one.study.name.startswith("tuning-") and one.study.name == again.study.name != other.study.name
+    assert SearchSpace.from_dict(tiny_space()).study.name == "tiny"  # a name given is kept
+    assert SearchSpace.from_dict(one.to_dict()) == one  # written back with its name
+
+
+def test_resuming_with_another_space_says_how_to_start_a_new_study_from_python_too(workdir: Path) -> None:
+    (workdir / "mlruns").mkdir()
+    storage = studies.open_storage(f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}")
+    studies.create_or_load(SearchSpace.from_dict(tiny_space()), storage, "tiny", None, None)
+    with pytest.raises(UserInputError) as info:
+        studies.create_or_load(SearchSpace.from_dict(tiny_space(train={"epochs": 3})), storage, "tiny", None, None)
+    assert 'pass --study-name NEW (tuning run) or study_name="NEW" (tuning.run)' in str(info.value)
+    assert optuna.load_study(study_name="tiny", storage=storage).get_trials() == []
+
+
+@pytest.mark.slow
+def test_two_dict_spaces_of_hypermodels_run_side_by_side_and_show_their_progress(
+    models_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    good = load_models(models_dir)["good"]
+    first = {"data": tiny_space()["data"], "model": {"family": "hypermodel"}, "train": {"epochs": 1},
+             "study": {"n_trials": 1}}
+    second = {**first, "train": {"epochs": 2}}
+
+    one = tuning.run(first, hypermodel=good, tracking=False)
+    err = capfd.readouterr().err
+    assert one.study_name.startswith("good-")  # after the build function and the space
+    assert f"Study '{one.study_name}': running 1 trial (storage sqlite:///mlruns/optuna.db)." in err
+    assert [line.split()[:3] for line in err.splitlines() if line.startswith("trial ")] == [["trial", "0", "complete"]]
+    assert "A new study created" not in err  # Optuna's own line: the one above says it
+
+    two = tuning.run(second, hypermodel=good, tracking=False)  # was refused: "already exists with a different ..."
+    assert two.study_name.startswith("good-") and two.study_name != one.study_name
+    assert [t.state.name for t in two.trials] == ["COMPLETE"] and two.trials[0].user_attrs["epochs"] == 2
+    assert f"Study '{two.study_name}': running 1 trial" in capfd.readouterr().err
+
+    again = tuning.run(first, hypermodel=good, tracking=False)  # the same space: its study, resumed
+    assert again.study_name == one.study_name and len(again.trials) == 1
+    assert f"Resuming study '{one.study_name}': 1 of 1 trials done, nothing to run" in capfd.readouterr().err
+
+    third = {**first, "train": {"epochs": 1, "batch_size": 32}}
+    quiet = tuning.run(third, hypermodel=good, tracking=False, verbose=False)  # a new study, silently
+    assert quiet.study_name not in (one.study_name, two.study_name)
+    err = capfd.readouterr().err
+    assert "trial " not in err and "Study '" not in err and "A new study created" not in err and "Precision" not in err
