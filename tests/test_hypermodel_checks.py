@@ -200,6 +200,22 @@ def test_validate_reports_every_problem_at_once(models_dir: Path, capsys: pytest
     assert "2 problems" in err and "outputs 3 values per image" in err and "'train.batch_size'" in err
 
 
+def test_more_output_units_than_the_labels_of_a_small_sample_are_accepted(
+    models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sample whose labels stop at 8 (a data set's last class missing) trains a Dense(10) model fine."""
+    import numpy as np
+
+    x, y = np.zeros((90, 28, 28), "uint8"), np.arange(90) % 9
+    np.savez(models_dir / "nine.npz", x_train=x, y_train=y, x_test=x[:9], y_test=y[:9])
+    space = hypermodel_space("my_models.py:good")
+    space["data"] = {"dataset": "npz", "path": "nine.npz"}
+    assert cli(["validate", str(write(models_dir, space))]) == 0, capsys.readouterr().err
+    space["model"]["hypermodel"] = "my_models.py:three_outputs"
+    assert cli(["validate", str(write(models_dir, space))]) == 2
+    assert "outputs 3 values per image, but the data has 9 classes (npz: labels 0 to 8)" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- validate lists what is declared
 
 
