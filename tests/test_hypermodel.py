@@ -7,6 +7,8 @@ errors through ``tuning validate``. The slow ones train real hypermodels on a fe
 
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from conftest import ROOT, leading_trials, subprocess_env, tiny_space, with_test_accuracy
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -140,6 +143,18 @@ HYPERMODEL = textwrap.dedent('''
     def broken(hp):
         hp.Int("units", 8, 32)
         raise RuntimeError("no model for you")
+
+
+    def raises_in_trials(hp):  # its default build (chance 0) works: only the trials' values reach the error
+        if hp.Float("chance", 0.0, 1.0) > 0:
+            raise RuntimeError("no model for you")
+        return build_model(hp)
+
+
+    def returns_42_in_trials(hp):
+        if hp.Float("chance", 0.0, 1.0) > 0:
+            return 42
+        return build_model(hp)
 ''')
 
 
@@ -323,15 +338,25 @@ def test_a_hypermodel_fit_override_is_honoured_and_its_hyperparameters_searched(
 
 
 @pytest.mark.slow
-def test_a_build_that_raises_fails_the_trial_with_its_own_message(hm_dir: Path) -> None:
-    broken = load_module(hm_dir / "my_models.py")["broken"]
+@pytest.mark.parametrize(("name", "reason"), [
+    ("raises_in_trials", "RuntimeError: no model for you"),
+    ("returns_42_in_trials", "the model builder returned int 42, not a Keras model"),  # the trainer's own check
+])
+def test_a_build_that_fails_with_a_trials_values_fails_the_trial_with_its_own_message(
+    hm_dir: Path, name: str, reason: str
+) -> None:
+    """The default build works (so tuning.run starts): each trial's build fails, with its own reason."""
+    build = load_module(hm_dir / "my_models.py")[name]
     space = tiny_space(study={"n_trials": 2, "pruner": "none", "max_consecutive_failures": 2})
     space["model"] = {"family": "hypermodel"}
     with pytest.raises(tuning.errors.TooManyFailuresError) as info:
-        tuning.run(space, hypermodel=broken, tracking=False)
+        tuning.run(space, hypermodel=build, tracking=False)
     message = str(info.value)
-    assert "RuntimeError: no model for you" in message and "your own code" in message
+    assert reason in message and "your own code" in message
     assert "pooling" not in message  # no hint about the space
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all(reason in t.user_attrs["reason"] for t in study.trials)
 
 
 @pytest.mark.slow
@@ -340,3 +365,113 @@ def test_a_keras_tuner_build_passed_as_build_fn_says_to_use_hypermodel(hm_dir: P
     space = tiny_space(study={"n_trials": 1, "pruner": "none", "max_consecutive_failures": 1})
     with pytest.raises(tuning.errors.TooManyFailuresError, match="goes to hypermodel="):
         tuning.run(space, build_fn=build_model, tracking=False)
+
+
+# ------------------------------------------------------------------------------------------- a tuned batch size
+
+BATCH_TUNED = textwrap.dedent('''
+    import json
+    from pathlib import Path
+
+    import keras
+    import keras_tuner
+    from keras import layers
+
+
+    def seen(**what):
+        with Path("fit_calls.jsonl").open("a") as f:
+            f.write(json.dumps(what) + "\\n")
+
+
+    class StepsSeen(keras.callbacks.Callback):
+        """Notes how many steps an epoch of this fit really has: the training images over the batch size."""
+
+        def on_train_begin(self, logs=None):
+            seen(steps=self.params["steps"])
+
+
+    class BatchTuned(keras_tuner.HyperModel):
+        def build(self, hp):
+            return keras.Sequential([keras.Input((28, 28, 1)), layers.Flatten(),
+                                     layers.Dense(hp.Int("units", 8, 16, step=8), activation="relu"),
+                                     layers.Dense(10, activation="softmax")])
+
+        def fit(self, hp, model, *args, **kwargs):  # the keras.io pattern, and a callback that notes the steps
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), StepsSeen()]
+            return model.fit(*args, batch_size=hp.Choice("batch_size", [16, 32]), **kwargs)
+
+
+    class ReturnsMetrics(BatchTuned):
+        def fit(self, hp, model, x, y, validation_data, epochs, **kwargs):  # its own loop, a dict of metrics back
+            model.fit(x, y, batch_size=hp.Choice("batch_size", [16, 32]), epochs=epochs, verbose=0,
+                      callbacks=[StepsSeen()])
+            logs = model.evaluate(*validation_data, verbose=0, return_dict=True)
+            seen(returned=logs["accuracy"])
+            return {"val_accuracy": logs["accuracy"], "val_loss": logs["loss"]}
+''')
+
+#: tiny_space(): 300 images, 60 of them for validation.
+TRAIN_IMAGES = 240
+
+
+def batch_size_space(engine: str = "optuna") -> dict:
+    """``tiny_space()`` with a hypermodel, three one-epoch trials, ``train.batch_size`` 64 (4 steps an epoch)."""
+    space = tiny_space(train={"epochs": 1, "batch_size": 64}, study={"n_trials": 3, "pruner": "none"})
+    space["model"] = {"family": "hypermodel"}
+    if engine == "keras_tuner":
+        space["study"] = {k: v for k, v in space["study"].items() if k != "pruner"}
+        space["study"].update(engine="keras_tuner", tuner="random")
+    return space
+
+
+def fit_calls(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "fit_calls.jsonl").read_text().splitlines()]
+
+
+def assert_batch_size_tuned_and_used(study: optuna.Study, folder: Path) -> None:
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3, [t.user_attrs.get("reason") for t in trials]
+    steps = [call["steps"] for call in fit_calls(folder) if "steps" in call]
+    assert len(steps) == len(trials)
+    for trial, seen in zip(trials, steps, strict=True):
+        assert trial.distributions["batch_size"] == CategoricalDistribution((16, 32))  # recorded as a parameter
+        assert seen == math.ceil(TRAIN_IMAGES / trial.params["batch_size"])  # used: 15 or 8 steps, not 4 (64)
+        assert set(trial.params) == {"units", "batch_size"}
+
+
+@pytest.fixture
+def batch_tuned(workdir: Path) -> dict:
+    (workdir / "batch_tuned.py").write_text(BATCH_TUNED)
+    return load_module(workdir / "batch_tuned.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["optuna", "keras_tuner"])
+def test_a_fit_that_tunes_the_batch_size_runs_from_python(workdir: Path, batch_tuned: dict, engine: str) -> None:
+    """``model.fit(*args, batch_size=hp.Choice(...), **kwargs)`` failed every trial ("got multiple values for
+    keyword argument 'batch_size'"): the toolkit's batch size is now only model.fit's default."""
+    study = tuning.run(batch_size_space(engine), hypermodel=batch_tuned["BatchTuned"](), tracking=False)
+    assert_batch_size_tuned_and_used(study, workdir)
+
+
+@pytest.mark.slow
+def test_a_fit_that_tunes_the_batch_size_runs_from_a_space_file(workdir: Path, batch_tuned: dict,
+                                                                 mnist_dir: str | None) -> None:
+    space = batch_size_space()
+    space["model"]["hypermodel"] = "batch_tuned.py:BatchTuned"
+    (workdir / "space.yaml").write_text(yaml.safe_dump(space))
+    done = subprocess.run([sys.executable, "-m", "tuning", "run", "space.yaml", "--no-tracking"], cwd=workdir,
+                          env=subprocess_env(mnist_dir), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Study tiny: 3 complete" in done.stdout and "batch_size: " in done.stdout  # the best trial's
+    assert_batch_size_tuned_and_used(optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db"),
+                                     workdir)
+
+
+@pytest.mark.slow
+def test_a_fit_that_returns_a_dict_of_metrics_gives_the_trials_value(workdir: Path, batch_tuned: dict) -> None:
+    study = tuning.run(batch_size_space(), hypermodel=batch_tuned["ReturnsMetrics"](), tracking=False)
+    assert_batch_size_tuned_and_used(study, workdir)
+    returned = [call["returned"] for call in fit_calls(workdir) if "returned" in call]
+    assert [t.value for t in study.trials] == pytest.approx(returned)
+    assert all(t.user_attrs["history"]["val_accuracy"] == [t.value] for t in study.trials)

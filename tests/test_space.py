@@ -102,8 +102,8 @@ def test_defaults_are_filled_per_family() -> None:
     m = SearchSpace.from_dict(mlp()).config_from_params({})
     assert m.model == ModelConfig(family="mlp", depth=1, width=(128,), dropout=(0.0,))
     space = SearchSpace.from_dict(mlp())
-    assert space.study.name == "tuning" and space.study.enqueue == ()
-    assert space.study == StudySpec(name="tuning")
+    assert space.study.name == space.default_name() and space.study.enqueue == ()  # a dict: named by its hash
+    assert space.study == StudySpec(name=space.default_name())
     assert space.data == DataSpec()
 
 

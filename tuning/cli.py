@@ -214,14 +214,38 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
         engines.make_sampler(space, space.study.seed)
         engines.make_pruner(space)
     lines = [space.describe()]
-    if space.family == "hypermodel":  # import it and build it once with default values, as KerasTuner does
-        from tuning import hypermodel
+    if space.family == "hypermodel":  # built once with default values, as KerasTuner and `tuning run` do
+        import re
+
+        from tuning import data, hypermodel
+        from tuning.errors import DataError
 
         reference = space.specs["model.hypermodel"].value  # type: ignore[union-attr]
-        hp = hypermodel.declared(hypermodel.for_space(space), reference)
+        notes = []
+        try:  # as `tuning run` loads it: the model's input and output are checked against it
+            dataset = data.load_spec(space.data)
+        except DataError as exc:
+            dataset = None
+            notes.append(f"the data could not be loaded, the model's input and output are not checked: {exc}")
+        built = hypermodel.check_first_build(hypermodel.for_space(space), space, dataset, reference=reference,
+                                             dry_fit=True)
+        own = len(space.distributions())
+        counts = [f"{own} in the space"] if own else []
+        counts += [f"{len(built.build_names)} declared by a default build(hp)"]
+        counts += [f"{len(built.fit_names)} by fit(hp, ...)"] if built.fit_names else []
+        total = own + len(built.hp.space)
+        lines[0] = re.sub(r"(: hypermodel, )\d+ parameters?", lambda m: f"{m.group(1)}{total} parameter"
+                          f"{'s' if total != 1 else ''} ({', '.join(counts)})", lines[0], count=1)
         lines.append(f"  hypermodel {reference}: built once with default values; it declares:")
-        lines.append("    " + hypermodel.describe_declared(hp).replace("\n", "\n    "))
-        lines += [f"  note: {note}" for note in hypermodel.check_enqueued(space.enqueued(), hp)]
+        lines.append("    " + hypermodel.describe_declared(built.hp, built.build_names).replace("\n", "\n    "))
+        if built.fit_names:
+            lines.append("  its fit(hp, model, ...), called once with a model.fit that trains nothing, declares:")
+            lines.append("    " + hypermodel.describe_declared(built.hp, built.fit_names).replace("\n", "\n    "))
+        if built.fit_received:
+            lines.append("  its fit passes model.fit " + ", ".join(f"{k}={v!r}" for k, v in built.fit_received.items())
+                         + " (with default values)")
+        notes += built.notes + hypermodel.check_enqueued(space.enqueued(), built.hp)
+        lines += [f"  note: {note}" for note in notes]
     console.print("\n".join(lines), markup=False, soft_wrap=True)
     console.print("OK: the space is valid.")
     return 0

@@ -38,9 +38,10 @@ import importlib
 import importlib.util
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -48,11 +49,14 @@ from tuning._keras import import_keras
 from tuning.errors import SpaceError, user_error
 from tuning.space import Searched
 
+if TYPE_CHECKING:
+    from tuning.data import Dataset
+
 import_keras()  # quietly: KerasTuner imports TensorFlow, whose start-up lines are noise
 import keras_tuner  # noqa: E402
 
-__all__ = ["OptunaHyperParameters", "as_hypermodel", "declared", "describe_declared", "for_space", "load",
-           "to_distribution"]
+__all__ = ["FirstBuild", "OptunaHyperParameters", "as_hypermodel", "check_first_build", "declared",
+           "describe_declared", "describe_hypermodel", "for_space", "load", "to_distribution"]
 
 _KEY = "model.hypermodel"
 
@@ -219,26 +223,235 @@ class _FunctionHyperModel(keras_tuner.HyperModel):
 def declared(hypermodel: keras_tuner.HyperModel, reference: str | None = None) -> keras_tuner.HyperParameters:
     """Build ``hypermodel`` once with default values, as KerasTuner does, and return the hyperparameters it declared.
 
+    Example:
+        >>> declared(as_hypermodel(lambda hp: hp.Int("units", 8, 64))).values
+        {'units': 8}
+
     Raises:
         SpaceError: at ``model.hypermodel`` when the build raises, with the exception's own message.
     """
+    try:
+        return _build_once(hypermodel, reference)[0]
+    finally:
+        _clear_session()
+
+
+@dataclass
+class FirstBuild:
+    """What :func:`check_first_build` learnt from building a hypermodel once with default values.
+
+    ``hp`` holds the hyperparameters the build declared; ``fit_names`` those the user's ``fit`` declared in the
+    dry call (empty without a ``fit`` override or a dry call), ``fit_received`` what that ``fit`` passed to
+    ``model.fit`` (``batch_size``, ``epochs``, ...), and ``notes`` what could not be checked, and why.
+    """
+
+    hp: keras_tuner.HyperParameters
+    fit_names: list[str] = field(default_factory=list)
+    fit_received: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def build_names(self) -> list[str]:
+        """The names of the hyperparameters the build declared, in order."""
+        return [item.name for item in self.hp.space if item.name not in self.fit_names]
+
+
+def check_first_build(hypermodel: keras_tuner.HyperModel, space: Any, data: Dataset | None = None, *,
+                      reference: str | None = None, dry_fit: bool = False) -> FirstBuild:
+    """Build ``hypermodel`` once with default values (as KerasTuner does) and refuse what would fail every trial.
+
+    Refused, all problems at once: a build that raises; a build that returns something other than a Keras model
+    (``42``, ``None``); a model whose input does not take ``data``'s images, or whose single output is not one
+    probability per class of ``data`` (``Dense(3)`` for 10 classes, an output left unflattened); a hyperparameter
+    named like a key of ``space`` (``hp.Choice("train.batch_size", ...)`` while the space has
+    ``train.batch_size``: Optuna would draw both as one parameter). Without ``data`` the input and output are not
+    checked. A model whose output shape cannot be known before it trains is not checked either (a note says so).
+
+    ``dry_fit`` also calls a ``HyperModel.fit`` override once, with a stand-in for ``model.fit`` that records
+    its arguments and trains nothing (``tuning validate``), so that the hyperparameters ``fit`` declares are
+    listed and checked too; a ``fit`` that needs a real training run to go on (it reads the returned history)
+    gets a note instead. ``tuning.run`` does not dry-run ``fit``: the user's code may have side effects.
+
+    Example:
+        >>> import keras
+        >>> def build(hp):
+        ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Int("units", 3, 9))])
+        >>> check_first_build(as_hypermodel(build), space).build_names  # doctest: +SKIP
+        ['units']
+
+    Raises:
+        SpaceError: at ``model.hypermodel``, naming the hypermodel, what its build returned and the fix.
+    """
+    name = reference or describe_hypermodel(hypermodel)
+    try:
+        hp, model = _build_once(hypermodel, reference)
+        if not isinstance(model, _keras().Model):
+            raise SpaceError(_KEY, f"its build(hp) returned {_returned(model)} with default values, not a Keras "
+                             "model", received=name, fix="end build(hp) with `return model`, a keras.Model "
+                             "(compiled or not)")
+        result = FirstBuild(hp)
+        errors = _shape_problems(model, data, name, result.notes) if data is not None else []
+        if dry_fit:
+            _dry_fit(hypermodel, model, data, space, result)
+        errors += _name_clashes(result, space, name)
+    finally:
+        _clear_session()
+    if errors:
+        raise SpaceError.collect(errors)
+    return result
+
+
+def describe_hypermodel(hypermodel: Any) -> str:
+    """How messages name a hypermodel passed from Python: its build function's or class's name.
+
+    Example:
+        >>> def build_model(hp):
+        ...     return None
+        >>> describe_hypermodel(as_hypermodel(build_model))
+        'build_model (hypermodel=)'
+    """
+    return f"{getattr(hypermodel, 'name', None) or type(hypermodel).__name__} (hypermodel=)"
+
+
+def _build_once(hypermodel: keras_tuner.HyperModel, reference: str | None) -> tuple[keras_tuner.HyperParameters,
+                                                                                     Any]:
+    """``hypermodel.build`` called once on a fresh ``HyperParameters`` (default values): the ``hp`` and the
+    build's return value. The caller clears the Keras session afterwards."""
     hp = keras_tuner.HyperParameters()
     try:
         hypermodel.declare_hyperparameters(hp)
-        hypermodel.build(hp)
+        return hp, hypermodel.build(hp)
     except Exception as exc:
         raise SpaceError(_KEY, f"its build(hp) raised with default values: {type(exc).__name__}: {_one_line(exc)}",
-                         received=reference or getattr(hypermodel, "name", None) or type(hypermodel).__name__,
+                         received=reference or describe_hypermodel(hypermodel),
                          fix="run it once by hand (build(keras_tuner.HyperParameters())) and fix the error") from exc
+
+
+def _shape_problems(model: Any, data: Dataset, name: str, notes: list[str]) -> list[SpaceError]:
+    """The ways ``model`` cannot train on ``data``: an input that does not take its images, an output that is
+    not one probability per class (fewer units than classes, or not one vector per image). A model whose shapes
+    cannot be known yet is not checked (a note)."""
+    keras = _keras()
+    errors = []
+    inputs = _known(lambda: model.inputs)
+    images = (None, *data.input_shape)
+    if inputs and len(inputs) == 1 and not _fits(tuple(inputs[0].shape), images):
+        errors.append(SpaceError(
+            _KEY, f"its model takes inputs of shape {tuple(inputs[0].shape)}, but the {data.name} images are "
+            f"{images}", received=name, fix=f"start the model with keras.Input(shape={data.input_shape})"))
+        return errors  # its output cannot be computed for these images
+    outputs = _known(lambda: model.outputs)
+    if not outputs and isinstance(model, keras.Sequential):  # no Input layer: built on the images' shape
+        outputs = _known(lambda: (model.build(images), model.outputs)[1])
+    if not outputs:
+        outputs = _known(lambda: keras.tree.flatten(model.compute_output_spec(keras.KerasTensor(images))))
+    if not outputs:
+        notes.append(f"the output of {name} could not be computed before training: not checked against the "
+                     f"{data.num_classes} classes of the data")
+        return errors
+    if len(outputs) != 1:
+        notes.append(f"the model of {name} has {len(outputs)} outputs: not checked against the data's classes "
+                     "(the toolkit's training feeds one label array)")
+        return errors
+    shape, classes = tuple(outputs[0].shape), data.num_classes
+    binary = classes == 2 and shape == (None, 1) and getattr(model, "compiled", False)  # its own binary loss
+    # More units than the largest label + 1 train: a small sample may lack the last classes of a data set.
+    fits = len(shape) == 2 and shape[1] is not None and shape[1] >= classes
+    if not (fits or binary):
+        units = f"{shape[-1]} values per image" if len(shape) == 2 else f"an output of shape {shape}"
+        errors.append(SpaceError(
+            _KEY, f"its model outputs {units}, but the data has {classes} classes ({data.name}: labels 0 to "
+            f"{classes - 1}); the output must have shape (None, {classes})", received=f"{name}, output shape {shape}",
+            fix=f"end the model with layers.Dense({classes}, activation=\"softmax\")"
+                + ("" if len(shape) == 2 else ", after layers.Flatten()")))
+    return errors
+
+
+def _name_clashes(result: FirstBuild, space: Any, name: str) -> list[SpaceError]:
+    """A hyperparameter named like one of the space's keys or parameters: Optuna would see one parameter."""
+    searched = space.distributions()
+    errors = []
+    for item in result.hp.space:
+        if item.name not in searched and item.name not in space.specs:
+            continue
+        where = "fit(hp, model, ...)" if item.name in result.fit_names else "build(hp)"
+        if item.name in searched:
+            given = f"searched: {Searched(searched[item.name]).values_text()}"
+        else:
+            given = f"fixed: {space.specs[item.name].to_yaml()}"
+        errors.append(SpaceError(
+            _KEY, f"its {where} declares the hyperparameter {item.name!r}, which is also a key of the space "
+            f"({given}): Optuna would take the two for one parameter", received=name,
+            fix=f"rename it in the hypermodel (e.g. {item.name.rpartition('.')[2]!r}), or remove {item.name} from "
+                "the space"))
+    return errors
+
+
+def _dry_fit(hypermodel: keras_tuner.HyperModel, model: Any, data: Dataset | None, space: Any,
+             result: FirstBuild) -> None:
+    """Call the user's ``fit`` override once, its ``model.fit`` a stand-in that records and trains nothing."""
+    if type(hypermodel).fit is keras_tuner.HyperModel.fit or isinstance(hypermodel, _FunctionHyperModel):
+        return  # KerasTuner's own fit: model.fit(*args, **kwargs), nothing declared
+    if data is None:
+        result.notes.append("its fit(hp, model, ...) was not dry-run: the data could not be loaded")
+        return
+    keras = _keras()
+    before = {item.name for item in result.hp.space}
+
+    few = slice(0, 8)
+    given = {"epochs": space.max_epochs(), "validation_data": (data.x_val[few], data.y_val[few]), "callbacks": [],
+             "verbose": 0}
+
+    def recording_fit(*args: Any, **kwargs: Any) -> Any:
+        result.fit_received.update({k: v for k, v in kwargs.items() if k not in given or v is not given[k]})
+        history = keras.callbacks.History()
+        history.history = {}
+        return history
+
+    model.fit = recording_fit
+    try:
+        hypermodel.fit(result.hp, model, data.x_train[few], data.y_train[few], **given)
+    except Exception as exc:
+        result.notes.append(f"its fit(hp, model, ...) stopped in the dry run ({type(exc).__name__}: "
+                            f"{_one_line(exc)}; its model.fit trained nothing and returned an empty history): "
+                            "hyperparameters it declares after that point are not listed")
     finally:
-        import keras
-
-        keras.backend.clear_session()
-    return hp
+        del model.fit  # the instance attribute: model.fit is the class's method again
+    result.fit_names = [item.name for item in result.hp.space if item.name not in before]
 
 
-def describe_declared(hp: keras_tuner.HyperParameters) -> str:
-    """A table of the declared hyperparameters: name, Optuna kind, values, default and condition.
+def _known(get: Any) -> Any:
+    """``get()``, or None when Keras cannot tell yet (a model without an Input, a subclassed model)."""
+    try:
+        return get()
+    except Exception:
+        return None
+
+
+def _fits(shape: tuple[Any, ...], images: tuple[Any, ...]) -> bool:
+    """Whether a model input of ``shape`` takes images of shape ``images`` (``None`` takes any size)."""
+    return len(shape) == len(images) and all(a is None or b is None or a == b for a, b in zip(shape, images,
+                                                                                               strict=True))
+
+
+def _returned(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _keras() -> Any:
+    import keras
+
+    return keras
+
+
+def _clear_session() -> None:
+    _keras().backend.clear_session()
+
+
+def describe_declared(hp: keras_tuner.HyperParameters, names: Collection[str] | None = None) -> str:
+    """A table of the declared hyperparameters (those in ``names`` only, when given): name, Optuna kind, values,
+    default and condition.
 
     Example:
         >>> hp = keras_tuner.HyperParameters(); _ = hp.Int("units", 32, 512, step=32)
@@ -248,6 +461,8 @@ def describe_declared(hp: keras_tuner.HyperParameters) -> str:
     """
     rows = [("hyperparameter", "kind", "values", "default", "condition")]
     for item in hp.space:
+        if names is not None and item.name not in names:
+            continue
         searched = Searched(to_distribution(item))
         kind = searched.kind() + (", step " + _num(item.step) if getattr(item, "step", None) not in (None, 1)
                                   and searched.kind() in ("int", "float") else "")

@@ -42,6 +42,7 @@ class ProgressDisplay(StudyObserver):
             TextColumn("{task.fields[status]}"),
             console=console,
             transient=True,
+            redirect_stdout=not console.stderr,  # on standard error (tuning.run), the program's prints stay on stdout
         )
         self.task: Any = None
         self.metrics: list[str] = []

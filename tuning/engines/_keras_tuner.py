@@ -317,7 +317,10 @@ class KerasTunerEngine(Engine):
             return model
 
         def fit(model: keras.Model, *args: Any, **kwargs: Any) -> Any:
-            returned = self.model.fit(hp, model, *args, **kwargs)
+            try:
+                returned = self.model.fit(hp, model, *args, **kwargs)
+            finally:
+                _record(trial, hp, reached)  # and those a fit(hp, model, ...) declared: a tuned batch size
             if save_best is not None:  # what a later trial that continues this one builds from
                 kt_utils.save_json(self.tuner._get_build_config_fname(kt_trial.trial_id),
                                             model.get_build_config())

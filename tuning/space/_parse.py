@@ -525,7 +525,7 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
         if checked is not _BAD:
             values[name] = checked
     if values.get("name") is None:
-        values["name"] = Path(source).stem if source else "tuning"
+        values["name"] = Path(source).stem if source else "tuning"  # a dict's: SearchSpace.default_name()
     kt = values.get("engine") == "keras_tuner"  # whose sampler may be null (removed), see _engine
     sampler = _typed(raw.get("sampler") or "tpe" if kt else raw.get("sampler", "tpe"), S.SAMPLERS, "study.sampler",
                      errs)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -24,7 +24,7 @@ from optuna.distributions import BaseDistribution
 from tuning import models
 from tuning.config import Augmentation, TrainConfig, TrialConfig
 from tuning.errors import SpaceError
-from tuning.records import MEASURED_OBJECTIVES
+from tuning.records import MEASURED_OBJECTIVES, space_hash
 from tuning.space import _parse, _yaml
 from tuning.space._sections import DataSpec, Objective, StudySpec
 from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched, format_value
@@ -40,8 +40,8 @@ class SearchSpace:
 
     Example:
         >>> space = SearchSpace.from_dict({"model": {"family": "cnn"}, "train": {"epochs": 2}})
-        >>> space.study.name, space.objectives[0].metric
-        ('tuning', 'val_accuracy')
+        >>> space.study.name == space.default_name(), space.objectives[0].metric
+        (True, 'val_accuracy')
     """
 
     data: DataSpec
@@ -66,12 +66,19 @@ class SearchSpace:
     def from_dict(cls, d: Mapping[str, Any], *, source: str | None = None) -> SearchSpace:
         """Validate a dict with the YAML structure; ``source`` names where it came from in messages.
 
+        Without ``study.name``, the study is named after ``source``'s stem, or for a dict after its sections
+        (:meth:`default_name`).
+
         Example:
             >>> SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 1}}).family
             'mlp'
         """
         parts = _parse.parse(d, source=source)
-        return cls(parts.data, parts.specs, parts.objectives, parts.study, source=source, _raw=_plain(d))
+        space = cls(parts.data, parts.specs, parts.objectives, parts.study, source=source, _raw=_plain(d))
+        study = d.get("study")
+        if source is None and not (isinstance(study, Mapping) and study.get("name") is not None):
+            space = replace(space, study=replace(space.study, name=space.default_name()))
+        return space
 
     def with_overrides(self, assignments: Sequence[str]) -> SearchSpace:
         """A new space with ``key.path=value`` assignments applied (values read as YAML), re-validated.
@@ -174,6 +181,21 @@ class SearchSpace:
         if objective.metric in MEASURED_OBJECTIVES:
             return ("val_loss", "minimize")
         return (objective.metric, objective.direction)
+
+    def default_name(self, prefix: str = "tuning") -> str:
+        """The study name of a space given as a dict without ``study.name``: ``prefix`` and a short hash of its
+        ``data``, ``model``, ``train`` and ``objective`` sections (those a resumed study must keep), so that two
+        different dict spaces are two studies and running the same one again resumes its study.
+
+        Example:
+            >>> space = SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 1}})
+            >>> space.study.name == space.default_name(), space.default_name().startswith("tuning-")
+            (True, True)
+            >>> space.default_name() == SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 2}}
+            ...                                                ).default_name()
+            False
+        """
+        return f"{prefix}-{space_hash(self.to_dict())[:8]}"
 
     def to_dict(self) -> dict[str, Any]:
         """The normalised space (every default filled in) as plain JSON/YAML data; ``from_dict`` reads it back.
@@ -307,7 +329,7 @@ class SearchSpace:
         Example:
             >>> print(SearchSpace.from_dict({"model": {"family": "mlp"}, "train": {"epochs": 1}}).describe())
             ... # doctest: +ELLIPSIS
-            space tuning: mlp, 0 parameters, objective val_accuracy (maximize)
+            space tuning-...: mlp, 0 parameters, objective val_accuracy (maximize)
             ...
         """
         deepest = _parse.largest_value(self.specs.get("model.depth")) or 1

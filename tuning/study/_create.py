@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 90
 
+#: How to start a new study instead, for both callers: the command line and ``tuning.run``.
+_NEW_STUDY = "pass --study-name NEW (tuning run) or study_name=\"NEW\" (tuning.run)"
+
+
 def open_storage(url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> Any:
     """Open a study's storage read-write with the toolkit's heartbeat settings (see :mod:`tuning.storage`).
 
@@ -91,7 +95,7 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
         raise user_error(
             f"study {study.study_name!r} already exists with directions {stored_directions}",
             received=directions,
-            fix="use the same objective to resume it, or --study-name NEW for a new study",
+            fix=f"use the same objective to resume it, or {_NEW_STUDY} for a new study",
         )
     stored = records.study_space(study) or {}
     new = space.to_dict()
@@ -104,14 +108,14 @@ def _check_same_space(study: optuna.Study, space: SearchSpace, directions: list[
             f"study {study.study_name!r} already exists with {_engine_text(before)}; resuming it with "
             f"{_engine_text(now)} would mix two searches",
             received=f"study.engine: {now[0]}, study.tuner: {now[1]}",
-            fix="pass --study-name NEW to start a new study, or restore study.engine and study.tuner",
+            fix=f"{_NEW_STUDY} to start a new study, or restore study.engine and study.tuner",
         )
     if changed:
         raise user_error(
             f"study {study.study_name!r} already exists with a different {' and '.join(changed)} section; "
             "resuming it would mix trials of two spaces",
             received="; ".join(line for lines in changed.values() for line in lines),
-            fix="pass --study-name NEW to start a new study, or set each key listed to the study's value "
+            fix=f"{_NEW_STUDY} to start a new study, or set each key listed to the study's value "
                 "(a key you did not write may have a new default)",
         )
 

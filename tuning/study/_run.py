@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ from tuning import storage as storages
 from tuning._keras import import_keras
 from tuning.errors import StorageLostError, TooManyFailuresError, user_error
 from tuning.observers import ObserverList, StudyObserver
-from tuning.progress import resume_message
+from tuning.progress import ProgressDisplay
 from tuning.redact import redact_text, redact_url
 from tuning.study._best_model import BestModelKeeper
 from tuning.study._create import GRACE_PERIOD, HEARTBEAT_INTERVAL, create_or_load, open_storage
@@ -35,7 +36,6 @@ from tuning.study._gate import COUNTED_STATES, StudyLock, TotalGate
 from tuning.study._recovery import recover, take_over_stale_trials
 from tuning.study._stop import StopRule
 from tuning.study._workers import announce_ready
-from tuning.training import describe_precision
 from tuning.trial import FailureGuard, TrialRunner
 
 if TYPE_CHECKING:
@@ -97,8 +97,10 @@ def run(
         observers: extra :class:`StudyObserver` hooks (a progress display, your own logging, ...).
         heartbeat_interval, grace_period: seconds; see :data:`tuning.study.HEARTBEAT_INTERVAL` (default:
             ``$TUNING_HEARTBEAT_INTERVAL`` and ``$TUNING_GRACE_PERIOD`` when set).
-        verbose: say on standard error how many trials a resumed study holds and how many will run, and
-            where an untracked study's best model is (the command line shows its own progress instead).
+        verbose: show the study's progress on standard error, as ``tuning run`` does: the study's name, a line
+            per finished trial (its value, the best so far, epochs, seconds), in a terminal a live bar with the
+            running trial's epoch, and where an untracked study's best model is. ``False``: silent (the command
+            line passes its own :class:`~tuning.progress.ProgressDisplay` as an observer instead).
 
     Returns:
         The Optuna study, loaded from its storage.
@@ -129,6 +131,7 @@ def run(
     storages.check_writable(url)  # a local SQLite file: writable, and a SQLite database that is empty or Optuna's
     hypermodel = _hypermodel_of(space, hypermodel, build_fn)
     dataset = _load_data(space, data, data_dir)
+    _check_first_build(space, hypermodel, dataset)
     engine = engine_class(space, dataset, build_fn=build_fn, hypermodel=hypermodel)
     sampler, pruner = engine.sampler(), engine.pruner()  # their options are checked here
     heartbeat = {  # the environment variables set them for `tuning run` and its --workers
@@ -140,11 +143,12 @@ def run(
     # after it: whichever of the two is unusable, the other has written nothing.
     local = url.startswith("sqlite")
     backend = None if local and not storages.sqlite_file_exists(url) else open_storage(url, **heartbeat)
-    hooks, tracking_uri_used, keeper = _observers(observers, dataset, tracking, tracking_uri, keep_models,
-                                                  register_model, url)
+    hooks, tracking_uri_used, keeper = _observers(_with_progress(observers, verbose, target), dataset, tracking,
+                                                  tracking_uri, keep_models, register_model, url)
     if backend is None:
         backend = open_storage(url, **heartbeat)
-    study = create_or_load(space, backend, study_name or space.study.name, sampler, pruner)
+    with _quiet_optuna():  # "A new study created in RDB": verbose says it (tuning run has its own summary)
+        study = create_or_load(space, backend, _study_name(space, study_name, hypermodel), sampler, pruner)
     storages.ride_out_restarts(backend)  # from now on a database restart is waited out, not bad input
     # Trials of dead workers (this host at once, others by heartbeat): failed with their reason, re-run once,
     # their runs KILLED; by recover() only, here and before every trial (Optuna's own check records no reason).
@@ -163,16 +167,15 @@ def run(
     runner = TrialRunner(space, dataset, observer, engine, n_jobs=jobs)
     guard = FailureGuard(space.study.max_consecutive_failures, user_code=build_fn is not None or hypermodel is not None)
     done = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
-    if verbose and done:
-        print(resume_message(study.study_name, done, target), file=sys.stderr)
+    if verbose and not done:  # a resumed study: the progress display says how many trials it holds
+        print(f"Study {study.study_name!r}: running {target} trial{'s' if target != 1 else ''} "
+              f"(storage {redact_url(url)}).", file=sys.stderr)
     gate = TotalGate(
         target, grace_period=heartbeat["grace_period"], tracking_uri=tracking_uri_used,
         poll=min(2.0, heartbeat["heartbeat_interval"]), check_signals=_signals.stop_if_signalled, lock=lock,
     )
     budget = timeout if timeout is not None else space.study.timeout
     stop_rule = StopRule.of(space.study.stop_after, n_trials=target, timeout=budget)
-    if verbose:
-        observer.observers.append(_SaysWhyItStopped())
     interrupted = False
     observer.study_started(study, space)
     announce_ready()  # tuning run --workers: the study and its MLflow run exist, the others may start
@@ -180,8 +183,7 @@ def run(
         if _signals.received:  # a Ctrl-C whose KeyboardInterrupt Python swallowed while the study was being set up
             raise KeyboardInterrupt
         with _signals.handling(_signals.raise_interrupted), _quiet_optuna(), _long_lived_objects_frozen():
-            _optimize(study, engine, runner, gate, guard, stop_rule, observer, budget=budget, jobs=jobs,
-                      verbose=verbose)
+            _optimize(study, engine, runner, gate, guard, stop_rule, observer, budget=budget, jobs=jobs)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -203,8 +205,7 @@ def run(
 
 
 def _optimize(study: optuna.Study, engine: Engine, runner: TrialRunner, gate: TotalGate, guard: FailureGuard,
-              stop_rule: StopRule | None, observer: StudyObserver, *, budget: float | None, jobs: int,
-              verbose: bool) -> None:
+              stop_rule: StopRule | None, observer: StudyObserver, *, budget: float | None, jobs: int) -> None:
     """Run trials until the study's total, the budget, the stop rule, the engine's last configuration or too many
     failures.
 
@@ -219,8 +220,6 @@ def _optimize(study: optuna.Study, engine: Engine, runner: TrialRunner, gate: To
         next_trial = _next_trial(gate, engine, stop_rule, observer)
         if not next_trial(study, None):
             return
-        if verbose:
-            print(describe_precision(runner.space.specs["train.precision"].value), file=sys.stderr)
         runner.deadline = gate.deadline = None if budget is None else time.monotonic() + budget
         _signals.defer()
         study.optimize(
@@ -274,13 +273,6 @@ def _next_trial(gate: TotalGate, engine: Engine, stop_rule: StopRule | None, obs
     return callback
 
 
-class _SaysWhyItStopped(StudyObserver):
-    """``tuning.run(verbose=True)``: a study stopped by ``study.stop_after`` says why on standard error."""
-
-    def stopped_early(self, study: optuna.Study, reason: str) -> None:
-        print(f"Stopped early: {reason}.", file=sys.stderr)
-
-
 def _storage_error(exc: Exception, url: str, local: bool) -> Exception:
     """``exc`` as the command should report it: a database server gone for good (exit 3), a storage failing
     under the study (a full disk, a damaged file: exit 1), or ``exc`` itself."""
@@ -332,6 +324,39 @@ def _hypermodel_of(space: SearchSpace, given: Any, build_fn: Any) -> Any:
     from tuning import hypermodel as bridge
 
     return bridge.as_hypermodel(given) if given is not None else bridge.for_space(space)
+
+
+def _with_progress(observers: Sequence[StudyObserver], verbose: bool, n_trials: int) -> list[StudyObserver]:
+    """``observers`` and, when ``verbose`` and none is given, the command line's progress display on standard
+    error (a live bar in a terminal; in a notebook, a log or a pipe only its lines: one per finished trial)."""
+    if not verbose or any(isinstance(o, ProgressDisplay) for o in observers):
+        return list(observers)
+    from rich.console import Console
+
+    return [*observers, ProgressDisplay(Console(stderr=True, highlight=False, soft_wrap=True), n_trials)]
+
+
+def _study_name(space: SearchSpace, given: str | None, hypermodel: Any) -> str:
+    """The study's name: ``given``, else the space's. A space given as a dict without ``study.name`` is named
+    after a hash of its sections (:meth:`SearchSpace.default_name`); with a hypermodel, after the hypermodel's
+    build function or class too (``build_model-3f2a1c9d``), so that two hypermodels are two studies."""
+    if given:
+        return given
+    if hypermodel is not None and space.study.name == space.default_name():
+        label = re.sub(r"[^\w.-]", "", getattr(hypermodel, "name", None) or type(hypermodel).__name__)
+        return space.default_name(label or "tuning")
+    return space.study.name
+
+
+def _check_first_build(space: SearchSpace, hypermodel: Any, dataset: Dataset) -> None:
+    """Build a hypermodel once with default values, as KerasTuner does, before any trial is stored: a build that
+    raises or returns no Keras model, a model that does not fit the data, or a hyperparameter named like a key of
+    the space is refused (:func:`tuning.hypermodel.check_first_build`), instead of failing every trial."""
+    if hypermodel is None:
+        return
+    from tuning import hypermodel as bridge
+
+    bridge.check_first_build(hypermodel, space, dataset, reference=space.specs["model.hypermodel"].value)
 
 
 def _load_data(space: SearchSpace, data: Any, data_dir: str | os.PathLike | None) -> Dataset:
