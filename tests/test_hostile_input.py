@@ -1,0 +1,218 @@
+"""Input a hostile user or another tool may give: deep nesting, escape sequences in names, absurd names, an in-memory
+storage, a report folder that cannot be written, and the YAML corners that look wrong but are valid.
+
+Each case goes through the public path in-process (``tuning.cli.main``, ``tuning.run``, ``SearchSpace``): no
+training, no subprocess. Bad input exits 2 with one message (what, received, fix), no traceback, nothing written;
+nothing a study name holds ever reaches the terminal raw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import tiny_space
+
+import tuning
+from tuning.cli import main
+from tuning.errors import SpaceError
+from tuning.space import SearchSpace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+GOOD = "model: {family: mlp}\ntrain: {epochs: 1}\n"
+#: What must never be printed raw: ESC, BEL, NUL, a newline inside a name, RIGHT-TO-LEFT OVERRIDE.
+RAW = ("\x1b", "\x07", "\x00", "\u202e")
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, " ".join(out.err.split())  # the console may wrap long lines
+
+
+def _space_file(folder: Path, text: str = GOOD, name: str = "space.yaml") -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+def _nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+# ------------------------------------------------------------------------------------------- nesting depth
+
+
+def test_yaml_nested_5000_levels_exits_2_without_a_recursion_error(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = _space_file(workdir, f"model: {{family: mlp, width: {_nested(5000)}}}\ntrain: {{epochs: 1}}\n")
+
+    code, _, err = _cli(capsys, "run", space)
+
+    assert code == 2
+    assert "the document nests lists and mappings deeper than 20 levels" in err
+    assert "(level 21 at line 1, column 47)" in err and "Fix: check the brackets" in err
+    assert "Recursion" not in err
+    assert sorted(p.name for p in workdir.iterdir()) == ["space.yaml"]
+
+
+def test_aliases_count_as_deep_as_they_expand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Each line nests 8 levels (within the limit) but repeats the one before inside it: 8 + 8 + 8 expanded.
+    text = (f"model:\n  family: mlp\n  width: &a {_nested(8)}\n  depth: &b [[[[[[[*a]]]]]]]\n"
+            "  dropout: [[[[[[[*b]]]]]]]\ntrain: {epochs: 1}\n")
+    code, _, err = _cli(capsys, "validate", _space_file(tmp_path, text))
+
+    assert code == 2
+    assert "deeper than 20 levels; a search space needs 6 at most (level 21 at line 5, column 19)" in err
+
+
+def test_a_space_nested_as_deep_as_a_real_one_is_fine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("model: {family: mlp, depth: [1, 2], width: {layers: [{low: 8, high: 16}, [8, 16]]}}\n"
+            "train: {epochs: 1}\nstudy: {enqueue: [{model.depth: 2, model.width: [8, 16]}]}\n")
+    code, out, _ = _cli(capsys, "validate", _space_file(tmp_path, text))
+    assert code == 0 and "OK: the space is valid." in out
+
+
+def test_a_deep_set_value_or_key_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    space = _space_file(tmp_path)
+
+    code, _, err = _cli(capsys, "validate", space, "--set", f"train.epochs={_nested(5000)}")
+    assert code == 2
+    assert err.startswith("error: train.epochs: the value nests lists and mappings deeper than 20 levels")
+
+    code, _, err = _cli(capsys, "validate", space, "--set", "train" + ".a" * 5000 + "=1")
+    assert code == 2
+    assert err.startswith("error: train.a.a.a…: the space nests lists and mappings deeper than 20 levels")
+
+
+def test_a_dict_nested_5000_levels_or_containing_itself_is_refused_from_python(workdir: Path) -> None:
+    deep = tiny_space()
+    level = deep["train"]
+    for _ in range(5000):
+        level["more"] = {}
+        level = level["more"]
+    with pytest.raises(SpaceError, match=r"^train\.more\.more\.more…: the space nests .* deeper than 20 levels"):
+        SearchSpace.from_dict(deep)
+
+    looped = tiny_space()
+    looped["model"]["again"] = looped
+    with pytest.raises(SpaceError, match="a dict that contains itself is infinitely deep"):
+        tuning.run(looped, tracking=False)
+    assert list(workdir.iterdir()) == []  # nothing written
+
+
+def test_a_dict_holding_a_billion_values_is_refused_without_walking_them() -> None:
+    space = tiny_space()
+    huge: list = [0] * 10
+    for _ in range(9):  # a billion values, each list shared ten times: nothing to walk one by one
+        huge = [huge] * 10
+    space["model"]["width"] = huge
+    with pytest.raises(SpaceError, match="holds more than 10,000 values"):
+        SearchSpace.from_dict(space)
+
+
+# ------------------------------------------------------------------------------------------- YAML corners
+
+
+MERGE = """
+model: {family: mlp, depth: [1, 2], width: [16, 32]}
+train: {epochs: 1, learning_rate: [0.001, 0.003]}
+study:
+  enqueue:
+    - &small {model.depth: 1, model.width: 16, train.learning_rate: 0.001}
+    - {<<: *small, train.learning_rate: 0.003}
+    - <<: *small
+      model.depth: 2
+"""
+
+
+def test_yaml_merge_keys_work_and_their_keys_may_be_overridden(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _space_file(tmp_path, MERGE)
+
+    code, out, err = _cli(capsys, "validate", path)
+
+    assert code == 0, err
+    assert "3 enqueued configurations" in out
+    assert SearchSpace.from_yaml(path).enqueued() == [
+        {"model.depth": 1, "model.width": 16, "train.learning_rate": 0.001},
+        {"model.depth": 1, "model.width": 16, "train.learning_rate": 0.003},
+        {"model.depth": 2, "model.width": 16, "train.learning_rate": 0.001},
+    ]
+
+
+def test_a_key_written_twice_beside_a_merge_key_is_still_a_duplicate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = MERGE.replace("{<<: *small, train.learning_rate: 0.003}",
+                         "{<<: *small, train.learning_rate: 0.003, train.learning_rate: 0.001}")
+    code, _, err = _cli(capsys, "validate", _space_file(tmp_path, text))
+
+    assert code == 2
+    assert "duplicate key 'train.learning_rate' at line 7, column 48 (first at line 7, column 20)" in err
+
+
+def test_a_duplicate_boolean_key_says_yaml_reads_yes_and_on_as_booleans(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(capsys, "validate", _space_file(tmp_path, GOOD + "data: {yes: 1, on: 2}\n"))
+
+    assert code == 2
+    assert ("duplicate key 'on' at line 3, column 16: YAML reads an unquoted yes, no, on, off, y, n, true or false "
+            "as a boolean, so it is the same key as 'yes' at line 3, column 8 (both True)") in err
+    assert "Fix: quote a key meant as a word ('on': ...)" in err
+
+
+# ------------------------------------------------------------------------------------------- sampler, pruner
+
+
+def test_every_bad_sampler_and_pruner_option_is_reported_at_once(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = GOOD + ("study:\n  sampler: {type: tpe, n_startup_trial: 5, n_ei_candidates: many}\n"
+                   "  pruner: {type: median, n_warmup_step: 2}\n")
+    space = _space_file(workdir, text)
+
+    for command in ("validate", "run"):
+        code, _, err = _cli(capsys, command, space)
+        assert code == 2
+        assert "3 problems in" in err
+        assert "study.sampler.n_startup_trial: unknown key in the tpe sampler's options. Fix: did you mean " \
+               "`n_startup_trials`?" in err
+        assert "study.sampler.n_ei_candidates: must be an integer. Received: many" in err
+        assert "study.pruner.n_warmup_step: unknown key in the median pruner's options. Fix: did you mean " \
+               "`n_warmup_steps`?" in err
+    assert sorted(p.name for p in workdir.iterdir()) == ["space.yaml"]
+
+
+@pytest.mark.parametrize(("study", "message"), [
+    ("{sampler: {type: tpe, n_startup_trials: abc}}", "study.sampler.n_startup_trials: must be an integer"),
+    ("{sampler: {type: tpe, prior_weight: 1e-4}}",
+     "study.sampler.prior_weight: must be a number or null. Received: 1e-4. Fix: see optuna.samplers.TPESampler "
+     "for what prior_weight means (YAML reads 1e-4 as text: write 1.0e-4)"),
+    ("{sampler: {type: nsga2, population_size: 1}}",
+     "study.sampler: optuna.samplers.NSGAIISampler refuses these options: `population_size` must be greater than"),
+    ("{sampler: {type: tpe, seed: 3}}", "study.sampler.seed: is set by the toolkit, not an option to write. "
+                                        "Received: 3. Fix: the sampler's seed comes from study.seed"),
+    ("{sampler: {type: tpe, gamma: 2}}", "study.sampler.gamma: takes a Python function"),
+    ("{pruner: {type: percentile, percentile: 150}}", "Percentile must be between 0 and 100 inclusive"),
+    ("{pruner: {type: patient, patience: 2, wrapped: {type: median, n_startup_trials: -1}}}",
+     "study.pruner.wrapped: optuna.pruners.MedianPruner refuses these options: Number of startup trials cannot"),
+])
+def test_a_bad_sampler_or_pruner_value_alone_is_refused_by_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], study: str, message: str
+) -> None:
+    code, _, err = _cli(capsys, "validate", _space_file(tmp_path, GOOD + f"study: {study}\n"))
+    assert code == 2
+    assert message in err
+
+
+def test_good_sampler_and_pruner_options_still_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = GOOD + ("study:\n  sampler: {type: tpe, n_startup_trials: 5, multivariate: true, prior_weight: 1.0}\n"
+                   "  pruner: {type: patient, patience: 1, wrapped: {type: hyperband, max_resource: auto}}\n")
+    code, out, err = _cli(capsys, "validate", _space_file(tmp_path, text))
+    assert code == 0, err
