@@ -8,15 +8,17 @@ nothing a study name holds ever reaches the terminal raw.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from conftest import tiny_space
 
 import tuning
 from tuning.cli import main
-from tuning.errors import SpaceError
+from tuning.errors import SpaceError, UserInputError
 from tuning.space import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -216,3 +218,122 @@ def test_good_sampler_and_pruner_options_still_validate(tmp_path: Path, capsys: 
                    "  pruner: {type: patient, patience: 1, wrapped: {type: hyperband, max_resource: auto}}\n")
     code, out, err = _cli(capsys, "validate", _space_file(tmp_path, text))
     assert code == 0, err
+
+
+# ------------------------------------------------------------------------------------------- study names
+
+
+BAD_NAMES = {
+    "ESC": ("evil\x1b[31mred", "must not hold control characters, line breaks or bidirectional controls "
+                               "(it holds \\x1b). Received: evil\\x1b[31mred"),
+    "BEL": ("ring\x07", "(it holds \\x07)"),
+    "NUL": ("nul\x00byte", "(it holds \\x00)"),
+    "RTL override": ("invoice\u202efdp.exe", "(it holds \\u202e)"),
+    "newline": ("two\nlines", "(it holds \\n)"),
+    "empty": ("", "must not be empty. Received: ''"),
+    "blank": ("   ", "must not be empty. Received: ' "),  # the message's spaces are collapsed below
+    "dot dot": ("..", "cannot be . or .."),
+    "5,000 characters": ("n" * 5000, "is longer than 100 characters (255 bytes in UTF-8)"),
+    "101 characters": ("n" * 101, "it has 101"),
+    "86 CJK characters, 258 bytes": ("漢" * 86, "is longer than 100 characters (255 bytes in UTF-8)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NAMES))
+def test_a_bad_study_name_exits_2_before_anything_is_written(
+    workdir: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    name, says = BAD_NAMES[case]
+    space = _space_file(workdir, yaml.safe_dump(tiny_space()))
+
+    code, out, err = _cli(capsys, "run", space, "--study-name", name, "--no-tracking")
+
+    assert code == 2
+    assert err.startswith("error: --study-name ") and says in err and "Fix:" in err
+    assert not any(c in out + err for c in RAW)
+    assert sorted(p.name for p in workdir.iterdir()) == ["space.yaml"]
+    with pytest.raises(UserInputError, match="study_name"):
+        tuning.run(space, study_name=name, tracking=False)
+    assert sorted(p.name for p in workdir.iterdir()) == ["space.yaml"]
+
+
+def test_a_bad_study_name_in_the_space_is_a_space_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(capsys, "validate", _space_file(tmp_path, GOOD + 'study: {name: "mnist\\e[2J\\u202e"}\n'))
+
+    assert code == 2
+    assert "study.name: must not hold control characters, line breaks or bidirectional controls (it holds \\x1b, " \
+           "\\u202e). Received: mnist\\x1b[2J\\u202e" in err
+    assert not any(c in out + err for c in RAW)
+
+
+def test_a_study_name_of_100_characters_is_fine_and_101_is_not() -> None:
+    assert SearchSpace.from_dict({**tiny_space(), "study": {"name": "n" * 100}}).study.name == "n" * 100
+    with pytest.raises(SpaceError, match="study.name: is longer than 100 characters"):
+        SearchSpace.from_dict({**tiny_space(), "study": {"name": "n" * 101}})
+
+
+def test_a_default_study_name_from_a_long_file_name_is_refused_before_anything_is_written(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = _space_file(workdir, yaml.safe_dump({**tiny_space(), "study": {"n_trials": 1}}), "s" * 120 + ".yaml")
+
+    code, _, err = _cli(capsys, "run", space, "--no-tracking")
+
+    assert code == 2
+    assert "the study name (study.name, by default the space file's name) is longer than 100 characters" in err
+    assert "Fix: pass --study-name NAME, or set study.name in the space" in err
+    assert sorted(p.name for p in workdir.iterdir()) == [Path(space).name]
+
+
+#: A name another tool may have stored: an escape sequence, a bell, rich markup, a newline, a right-to-left override.
+STORED = "evil\x1b[2J\x07[/]\nname\u202eabc"
+SHOWN = "evil\\x1b[2J\\x07[/]\\nname\\u202eabc"
+
+
+@pytest.fixture
+def stored_by_another_tool(workdir: Path) -> str:
+    url = f"sqlite:///{workdir / 'other.db'}"
+    study = optuna.create_study(study_name=STORED, storage=url, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+    return url
+
+
+def test_studies_shows_a_stored_name_escaped_never_raw(
+    stored_by_another_tool: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["studies", "--storage", stored_by_another_tool])
+    out = capsys.readouterr().out
+
+    assert code == 0
+    assert SHOWN in out
+    assert not any(c in out for c in RAW)
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv", "latex", "html", "json"])
+def test_report_shows_a_stored_name_escaped_never_raw(
+    stored_by_another_tool: str, workdir: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    code = main(["report", STORED, "--storage", stored_by_another_tool, "--format", fmt])
+    out = capsys.readouterr().out
+    if fmt == "html":  # always a file, report.html in the current folder
+        out = (workdir / "report.html").read_text()
+
+    assert code == 0
+    assert not any(c in out for c in RAW)
+    if fmt == "json":
+        assert list(json.loads(out)["studies"]) == [STORED]  # JSON keeps the true name, escaped by JSON itself
+    elif fmt in ("md", "html"):
+        assert SHOWN in out
+    else:  # CSV keeps the name's line break inside a quoted cell; LaTeX escapes the backslashes in its own way
+        assert "x1b[2J" in out
+
+
+def test_report_files_hold_a_stored_name_escaped(
+    stored_by_another_tool: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", STORED, "--storage", stored_by_another_tool, "--format", "csv", "--out", "out"]) == 0
+    capsys.readouterr()
+    files = sorted((workdir / "out").iterdir())
+    assert files and all(p.name.startswith(("comparison", "evil-x1b-2J-x07-nname-u202eabc")) for p in files)
+    text = "".join(p.read_text() for p in files)
+    assert "evil\\x1b[2J\\x07[/]" in text and not any(c in text for c in RAW)

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tuning.errors import user_error
+from tuning.errors import printable, user_error
 from tuning.report._load import StudyView, default_storage, load_studies, redacted
 from tuning.report._tables import (
     compare_studies,
@@ -47,8 +47,9 @@ class StudyReport:
 
     @property
     def name(self) -> str:
-        """The study's name."""
-        return self.view.name
+        """The study's name as printed: a control character or bidirectional control (a name another tool
+        stored) shown as its escape, ``\\x1b``, never sent raw to a terminal."""
+        return printable(self.view.name)
 
 
 @dataclass
@@ -222,8 +223,7 @@ def write_report(
     if fmt == "csv":
         for key, df in report.tables().items():
             path = folder / f"{key}.csv"
-            df.to_csv(path, index=False)
-            written.append(path)
+            written.append(_write(path, df.to_csv(index=False)))
     elif fmt == "json":
         written.append(_write(folder / "report.json", to_json(report)))
     elif fmt == "html":
@@ -241,8 +241,14 @@ def write_report(
 
 
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
+    path.write_text(_printable_lines(text), encoding="utf-8")
     return path
+
+
+def _printable_lines(text: str) -> str:
+    """``text`` with every control character but its line breaks escaped (a study or parameter name, or a value
+    stored by another tool, may hold ESC or U+202E): what a report prints or writes never drives a terminal."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def render(report: Report, fmt: str) -> str:
@@ -252,15 +258,15 @@ def render(report: Report, fmt: str) -> str:
         >>> print(render(build_report(["mnist"]), "md"))  # doctest: +SKIP
     """
     if fmt == "md":
-        return to_markdown(report)
+        return _printable_lines(to_markdown(report))
     if fmt == "html":
-        return to_html(report)
+        return _printable_lines(to_html(report))
     if fmt == "latex":
-        return to_latex(report)
+        return _printable_lines(to_latex(report))
     if fmt == "json":
-        return to_json(report)
+        return to_json(report)  # JSON escapes every control character itself
     if fmt == "csv":
-        return "\n".join(f"# {key}\n{df.to_csv(index=False)}" for key, df in report.tables().items())
+        return _printable_lines("\n".join(f"# {key}\n{df.to_csv(index=False)}" for key, df in report.tables().items()))
     raise user_error("Unknown report format", received=fmt, fix=f"use one of {', '.join(FORMATS)}")
 
 
@@ -347,7 +353,7 @@ def _side_by_side(comparison: pd.DataFrame, target: float | None) -> pd.DataFram
         )
     )
     table = pd.DataFrame(
-        [[label, *cells] for label, cells in rows], columns=["", *(str(s) for s in comparison["study"])]
+        [[label, *cells] for label, cells in rows], columns=["", *(printable(str(s)) for s in comparison["study"])]
     )
     table.attrs = dict(comparison.attrs)
     note = "One column per study. Epochs spent counts every trial, pruned and failed ones included."
@@ -590,7 +596,7 @@ def to_json(report: Report) -> str:
         "studies": {},
     }
     for section in report.studies:
-        document["studies"][section.name] = {
+        document["studies"][section.view.name] = {  # its true name: JSON escapes every control character
             "objectives": section.view.objectives,
             "directions": ["maximize" if m else "minimize" for m in section.view.maximize],
             **{key: records(df) for key, df in section.tables.items()},

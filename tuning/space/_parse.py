@@ -27,7 +27,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from tuning import models
 from tuning import schema as S
-from tuning.errors import SpaceError
+from tuning.errors import SpaceError, printable, study_name_problem
 from tuning.records import MEASURED_OBJECTIVES
 from tuning.space._sections import DataSpec, Objective, StudySpec
 from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched
@@ -525,6 +525,9 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
         checked = scalar(key, raw[name], f"study.{name}", errs)
         if checked is not _BAD:
             values[name] = checked
+    bad_name = study_name_problem(values["name"]) if values.get("name") is not None else None
+    if bad_name is not None:  # a default name from the file's name is checked where it is used (tuning.run)
+        errs.add("study.name", bad_name[0], received=printable(values["name"]), fix=bad_name[1])
     if values.get("name") is None:
         values["name"] = Path(source).stem if source else "tuning"
     kt = values.get("engine") == "keras_tuner"  # whose sampler may be null (removed), see _engine

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuning import tracking
 from tuning._keras import GPU_ENV, THREADS_ENV, WORKER_INDEX_ENV
-from tuning.errors import user_error
+from tuning.errors import printable, user_error
 from tuning.progress import trial_line
 from tuning.study._create import open_storage
 from tuning.study._gate import COUNTED_STATES
@@ -188,8 +188,10 @@ def run_workers(
             if signals.received is None:
                 procs.append(_start(command, env, ready))
         if not quiet:
+            from rich.markup import escape
+
             console.print(
-                f"Study [bold]{study_name}[/]: {len(procs)} worker processes (pids "
+                f"Study [bold]{escape(printable(study_name))}[/]: {len(procs)} worker processes (pids "
                 f"{', '.join(str(p.pid) for p in procs)}), {total} trials in total."
             )
         study = _load(storage_url, study_name)
