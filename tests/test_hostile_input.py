@@ -337,3 +337,20 @@ def test_report_files_hold_a_stored_name_escaped(
     assert files and all(p.name.startswith(("comparison", "evil-x1b-2J-x07-nname-u202eabc")) for p in files)
     text = "".join(p.read_text() for p in files)
     assert "evil\\x1b[2J\\x07[/]" in text and not any(c in text for c in RAW)
+
+
+# ------------------------------------------------------------------------------------------- storage, report
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///file::memory:?cache=shared",
+                                 "sqlite:///file:x?mode=memory&uri=true"])
+def test_an_in_memory_storage_is_refused_with_the_reason(
+    workdir: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    space = _space_file(workdir, yaml.safe_dump(tiny_space()))
+    for argv in (["run", space, "--storage", url, "--no-tracking"], ["studies", "--storage", url]):
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2
+        assert "an in-memory SQLite storage keeps nothing: the study and its finished trials vanish" in err
+        assert f"Received: {url}" in err and "Fix: pass a file, e.g. --storage sqlite:///mlruns/optuna.db" in err
+    assert sorted(p.name for p in workdir.iterdir()) == ["space.yaml"]
