@@ -9,6 +9,7 @@ nothing a study name holds ever reaches the terminal raw.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import optuna
@@ -354,3 +355,31 @@ def test_an_in_memory_storage_is_refused_with_the_reason(
         assert "an in-memory SQLite storage keeps nothing: the study and its finished trials vanish" in err
         assert f"Received: {url}" in err and "Fix: pass a file, e.g. --storage sqlite:///mlruns/optuna.db" in err
     assert sorted(p.name for p in workdir.iterdir()) == ["space.yaml"]
+
+
+@pytest.mark.parametrize("target", ["nan", "inf", "-inf"])
+def test_report_target_must_be_a_finite_number(capsys: pytest.CaptureFixture[str], target: str) -> None:
+    code, _, err = _cli(capsys, "report", "mnist", f"--target={target}")
+    assert code == 2
+    assert "--target must be a finite number" in err
+    assert f"Received: {float(target)}" in err and not math.isfinite(float(target))
+
+
+@pytest.mark.parametrize(("out", "says"), [
+    ("notes.txt/report", "cannot write the report: notes.txt is a file, not a folder. Received: notes.txt/report"),
+    ("notes.txt/a/b", "notes.txt is a file, not a folder"),
+    ("/proc", "cannot write the report: /proc is not writable"),
+    ("/proc/tuning/report", "cannot write the report: /proc is not writable"),
+])
+def test_report_out_that_cannot_be_written_exits_2_and_writes_nothing(
+    stored_by_another_tool: str, workdir: Path, capsys: pytest.CaptureFixture[str], out: str, says: str
+) -> None:
+    (workdir / "notes.txt").write_text("notes\n")
+    before = sorted(p.name for p in workdir.iterdir())
+
+    code, _, err = _cli(capsys, "report", STORED, "--storage", stored_by_another_tool, "--out", out)
+
+    assert code == 2
+    assert says in err and "Fix: pass --out with a folder" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in workdir.iterdir()) == before

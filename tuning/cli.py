@@ -424,7 +424,14 @@ def _cmd_sync(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    import math
+
+    from tuning.errors import user_error
     from tuning.report import write_report
+
+    if args.target is not None and not math.isfinite(args.target):  # argparse's float() reads "nan" and "inf"
+        raise user_error("--target must be a finite number: the objective value the studies should reach",
+                         received=args.target, fix="pass e.g. --target 0.98, or leave it out")
 
     paths = write_report(
         args.studies, storage=args.storage, fmt=args.format, out=args.out, top=args.top, target=args.target,
