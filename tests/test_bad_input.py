@@ -56,6 +56,11 @@ CASES: dict[str, Case] = {
     "misspelt sampler option": Case(["run", str(BAD / "bad_sampler_option.yaml")],
                                     ["study.sampler", "n_startup_trial"]),
     "python tag in YAML": Case(["run", str(BAD / "python_tag.yaml")], ["python/object/apply:os.system"]),
+    "space nested 5,000 levels": Case(["run", "deep.yaml"], ["nests lists and mappings deeper than 20 levels"],
+                                      _file("deep.yaml", "model: {family: mlp, width: " + "[" * 5000 + "]" * 5000
+                                            + "}\ntrain: {epochs: 1}\n")),
+    "YAML merge key overriding a key, and a bad one": Case(["run", str(BAD / "merge_keys.yaml")],
+                                                           ["study.enqueue[1].train.learning_rate", "0.005"]),
     # Options that contradict each other or make no sense.
     "multi-objective with a pruner": Case(["run", str(BAD / "multi_objective_pruner.yaml")],
                                           ["study.pruner", "cannot prune a multi-objective study"]),
@@ -65,6 +70,11 @@ CASES: dict[str, Case] = {
     "--set unknown key": Case(["run", GOOD, "--set", "train.epoch=2"], ["train.epoch", "did you mean `epochs`"]),
     "--set without =": Case(["run", GOOD, "--set", "epochs"], ["--set", "key.path=value"]),
     "--set broken YAML": Case(["run", GOOD, "--set", "model.width=[16, 32"], ["model.width", "not valid YAML"]),
+    "empty study name": Case(["run", GOOD, "--study-name", ""], ["--study-name must not be empty"]),
+    "study name with an escape sequence": Case(["run", GOOD, "--study-name", "evil\x1b[2J\u202e"],
+                                               ["--study-name must not hold control characters", "evil\\x1b[2J"]),
+    "study name of 5,000 characters": Case(["run", GOOD, "--study-name", "n" * 5000],
+                                           ["--study-name is longer than 100 characters", "(5,000 characters)"]),
     # Data.
     "data.path missing": Case(["run", str(BAD / "missing_data_file.yaml")], ["data.path does not exist",
                                                                              "data/mnist_copy.npz"]),
@@ -78,9 +88,14 @@ CASES: dict[str, Case] = {
                                 ["cannot open the Optuna storage postgresql://tuner:***@127.0.0.1:PORT/optuna"]),
     "storage folder missing": Case(["run", GOOD, "--storage", "sqlite:///nowhere/optuna.db"],
                                    ["folder of the SQLite storage does not exist", "nowhere"]),
+    "storage in memory": Case(["run", GOOD, "--storage", "sqlite:///:memory:"],
+                              ["an in-memory SQLite storage keeps nothing", "sqlite:///:memory:"]),
     "studies of a missing storage": Case(["studies", "--storage", "sqlite:///missing.db"],
                                          ["does not exist", "sqlite:///missing.db"]),
     "report without a study": Case(["report", "nosuch"], ["does not exist", "optuna.db"]),
+    "report target not a number": Case(["report", "nosuch", "--target", "nan"], ["--target must be a finite number"]),
+    "report folder under a file": Case(["report", "nosuch", "--out", "notes.txt/report"],
+                                       ["notes.txt is a file, not a folder"], _file("notes.txt", "hi")),
     # Tracking.
     "tracking server unreachable": Case(["run", GOOD, "--tracking-uri", "http://tuner:s3cret@127.0.0.1:PORT"],
                                         ["cannot reach the MLflow tracking server", "http://tuner:***@127.0.0.1:PORT"]),

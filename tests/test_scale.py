@@ -58,9 +58,25 @@ def test_cpu_workers_split_the_cores_and_see_no_gpu_of_a_gpu_plan() -> None:
 
 def test_gpu_lists_are_checked() -> None:
     assert parse_gpus("all", {"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert parse_gpus("1", available=["0", "1"]) == ["1"]
     for bad in ("0,0", "a", "0,,1"):
         with pytest.raises(UserInputError, match="--gpus"):
             parse_gpus(bad)
+
+
+def _fake_nvidia_smi(folder: Path, *gpus: str) -> str:
+    """A PATH whose ``nvidia-smi`` lists ``gpus``: a stand-in for the NVIDIA driver's tool on this CPU-only machine,
+    answering only the query the toolkit makes (any other call fails, so a change of query shows)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    listed = " ".join(gpus)
+    script.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = "--query-gpu=index" ] && [ "$2" = "--format=csv,noheader" ] || exit 9\n'
+        f"printf '%s\\n' {listed}\n"
+    )
+    script.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
 
 
 def test_a_worker_runs_the_same_command_quietly_without_the_parent_options() -> None:
@@ -74,7 +90,6 @@ def test_a_worker_runs_the_same_command_quietly_without_the_parent_options() -> 
         (["--workers", "0"], "--workers must be at least 1"),
         (["--trials-per-gpu", "2"], "--trials-per-gpu needs --gpus"),
         (["--gpus", "zero"], "--gpus takes distinct GPU indices"),
-        (["--gpus", "0,1", "--workers", "3"], "--workers and --gpus disagree"),
     ],
 )
 def test_bad_worker_options_exit_2_and_write_nothing(
@@ -86,6 +101,50 @@ def test_bad_worker_options_exit_2_and_write_nothing(
     space.write_text(yaml.safe_dump(tiny_space()))
     assert main(["run", str(space), *options]) == 2
     assert message in capsys.readouterr().err
+    assert not (workdir / "mlruns").exists()
+
+
+def test_gpus_on_a_machine_without_nvidia_smi_exit_2_and_write_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuning.cli import main
+
+    space = workdir / "space.yaml"
+    space.write_text(yaml.safe_dump(tiny_space()))
+    empty = workdir / "no-driver"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no nvidia-smi, as on this machine (and wherever the tests run)
+
+    assert main(["run", str(space), "--gpus", "0", "--no-tracking"]) == 2
+
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--gpus needs NVIDIA GPUs and this machine has none: nvidia-smi is not installed" in err
+    assert "Received: 0" in err and "leave out --gpus to train on the CPU" in err
+    assert sorted(p.name for p in workdir.iterdir()) == ["no-driver", "space.yaml"]
+
+
+@pytest.mark.slow  # nvidia-smi (a stand-in listing GPUs 0 and 1) runs as a subprocess
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--gpus", "7"], "--gpus names GPU 7, which this machine does not have (nvidia-smi lists GPUs 0, 1)"),
+        (["--gpus", "1,2,3"], "--gpus names GPUs 2, 3, which this machine does not have"),
+        (["--gpus", "0,1", "--workers", "3"], "--workers and --gpus disagree"),
+    ],
+)
+def test_gpus_the_machine_does_not_have_exit_2_and_write_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, options: list[str],
+    message: str,
+) -> None:
+    from tuning.cli import main
+
+    space = workdir / "space.yaml"
+    space.write_text(yaml.safe_dump(tiny_space()))
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(workdir / "driver", "0", "1"))
+
+    assert main(["run", str(space), *options]) == 2
+
+    assert message in " ".join(capsys.readouterr().err.split())
     assert not (workdir / "mlruns").exists()
 
 
@@ -518,9 +577,10 @@ def test_ctrl_c_stops_every_worker_with_130_and_leaves_nothing_running(workdir: 
 @pytest.mark.slow
 def test_gpus_run_one_worker_per_device_recorded_on_each_trial(workdir: Path, mnist_dir: str | None) -> None:
     space = _space_file(workdir, "gpu_workers", 3)
+    path = _fake_nvidia_smi(workdir / "driver", "0", "1")  # TensorFlow, without a GPU, trains on the CPU
     done = subprocess.run(
         [PYTHON, "-m", "tuning", "run", str(space), "--gpus", "0,1", "--no-tracking"], cwd=workdir,
-        env=_env(mnist_dir), capture_output=True, text=True, timeout=600,
+        env=_env(mnist_dir, PATH=path), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr

@@ -256,6 +256,13 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from tuning.study import run
 
     space = _load_space(args)
+    from tuning.errors import check_study_name
+
+    if args.study_name is not None:  # an empty one would silently mean the default
+        check_study_name(args.study_name, "--study-name")
+    else:  # before --workers start: study.name, by default the space file's name
+        check_study_name(space.study.name, "the study name (study.name, by default the space file's name)",
+                         fix="pass --study-name NAME, or set study.name in the space")
     for name, value in (("--n-trials", args.n_trials), ("--n-jobs", args.n_jobs)):
         if value is not None and value < 1:
             from tuning.errors import user_error
@@ -394,12 +401,15 @@ def _cmd_studies(args: argparse.Namespace, console: Console) -> int:
         console.print("No study in this storage yet.")
         return 0
     from rich.table import Table
+    from rich.text import Text
+
+    from tuning.errors import printable
 
     columns = list(rows[0])
     table = Table(*(c.replace("_", " ") for c in columns))
     table.columns[0].no_wrap = True
-    for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
+    for row in rows:  # as plain text (a name is no markup), escape sequences shown, never sent to the terminal
+        table.add_row(*(Text(printable(str(row[c]))) for c in columns))
     # At its natural width: a study name is never cut, whatever the terminal's (or a pipe's 80) columns.
     from rich.measure import Measurement
 
@@ -438,7 +448,14 @@ def _cmd_sync(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    import math
+
+    from tuning.errors import user_error
     from tuning.report import write_report
+
+    if args.target is not None and not math.isfinite(args.target):  # argparse's float() reads "nan" and "inf"
+        raise user_error("--target must be a finite number: the objective value the studies should reach",
+                         received=args.target, fix="pass e.g. --target 0.98, or leave it out")
 
     paths = write_report(
         args.studies, storage=args.storage, fmt=args.format, out=args.out, top=args.top, target=args.target,

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -143,3 +144,75 @@ def user_error(problem: str, *, received: Any = _MISSING, fix: str | None = None
         '--n-trials must be positive. Received: 0. Fix: pass --n-trials 1 or more.'
     """
     return UserInputError(_format(None, problem, received, fix))
+
+
+#: Longest study name, in characters (and at most :data:`MAX_NAME_BYTES` in UTF-8): a study name becomes a folder
+#: name (``mlruns/models/<study>``), an MLflow experiment and run name, and report file names.
+MAX_NAME_CHARS = 100
+#: Longest study name in bytes once encoded as UTF-8: most file systems allow 255 bytes per file name.
+MAX_NAME_BYTES = 255
+#: What printing raw could let drive a terminal or disguise text: control characters (ESC, BEL, NUL, newlines: the
+#: whole Unicode category Cc), line and paragraph separators, lone surrogates, and the bidirectional controls
+#: (embeddings, overrides, isolates, marks: U+202E shows what follows backwards).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: every control character, line separator and bidirectional control
+    shown as its Python escape (``\\x1b``, ``\\n``, ``\\u202e``); anything else unchanged.
+
+    Example:
+        >>> print(printable("mnist\x1b[31m red\u202e"))
+        mnist\\x1b[31m red\\u202e
+    """
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def study_name_problem(name: Any) -> tuple[str, str] | None:
+    """What makes ``name`` unusable as a study name, and how to fix it; ``None`` when it is a good name.
+
+    A study name is printed in tables, and becomes a folder name, an MLflow experiment and run name: it must be
+    a non-empty string without control characters, line breaks or bidirectional controls, other than ``.`` and
+    ``..``, of at most :data:`MAX_NAME_CHARS` characters (:data:`MAX_NAME_BYTES` bytes in UTF-8).
+
+    Example:
+        >>> study_name_problem("mnist tpe/1") is None
+        True
+        >>> study_name_problem("mnist\x1b[2J")[0]
+        'must not hold control characters, line breaks or bidirectional controls (it holds \\\\x1b)'
+    """
+    if not isinstance(name, str):
+        return "must be a string", "write a name such as mnist_tpe"
+    if not name.strip():
+        return "must not be empty", "write a name such as mnist_tpe, or leave it out for the default"
+    bad = sorted(set(_UNSAFE.findall(name)))
+    if bad:
+        return (f"must not hold control characters, line breaks or bidirectional controls (it holds "
+                f"{', '.join(printable(ch) for ch in bad[:5])})",
+                "remove them: the name is printed in tables and becomes a folder and MLflow experiment name")
+    if name in (".", ".."):
+        return "cannot be . or .. (the name becomes a folder name)", "write a name such as mnist_tpe"
+    if len(name) > MAX_NAME_CHARS or len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return (f"is longer than {MAX_NAME_CHARS} characters ({MAX_NAME_BYTES} bytes in UTF-8), the most a name "
+                f"may have (it becomes a folder name and an MLflow experiment name): it has {len(name):,}",
+                f"shorten it to at most {MAX_NAME_CHARS} characters")
+    return None
+
+
+def check_study_name(name: Any, option: str, fix: str | None = None) -> None:
+    """Refuse a study name given as ``option`` (``--study-name``, ``study_name``): see :func:`study_name_problem`;
+    ``fix`` replaces the standard fix (for a name the user did not write, a default one).
+
+    Example:
+        >>> check_study_name("", "--study-name")
+        Traceback (most recent call last):
+        ...
+        tuning.errors.UserInputError: --study-name must not be empty. Received: ''. Fix: write a name such as ...
+
+    Raises:
+        UserInputError: what is wrong with the name, the name itself (escaped, cut to 200 characters), the fix.
+    """
+    problem = study_name_problem(name)
+    if problem is not None:
+        shown = printable(name) if isinstance(name, str) and name.strip() else repr(name)
+        raise user_error(f"{option} {problem[0]}", received=shown, fix=fix or problem[1])

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
 import math
+import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tuning.errors import user_error
+from tuning.errors import printable, user_error
 from tuning.report._load import StudyView, default_storage, load_studies, redacted
 from tuning.report._tables import (
     compare_studies,
@@ -47,8 +51,9 @@ class StudyReport:
 
     @property
     def name(self) -> str:
-        """The study's name."""
-        return self.view.name
+        """The study's name as printed: a control character or bidirectional control (a name another tool
+        stored) shown as its escape, ``\\x1b``, never sent raw to a terminal."""
+        return printable(self.view.name)
 
 
 @dataclass
@@ -202,8 +207,12 @@ def write_report(
         >>> write_report(["mnist-tpe", "mnist-random"], fmt="html", out="reports", target=0.97)  # doctest: +SKIP
         [PosixPath('reports/report.html')]
 
+    Files are written all or none: into a staging folder first, then moved into place; a folder that cannot be
+    created or written is refused before the report is computed.
+
     Raises:
-        UserInputError: unknown format, ``top`` below 1, ``out`` is an existing file; and the errors of
+        UserInputError: unknown format, ``top`` below 1, ``out`` is an existing file, lies under a file or cannot
+            be written, or a file could not be written (nothing is left behind); and the errors of
             :func:`build_report` (StorageError, EmptyStudyError).
     """
     stream = stream if stream is not None else sys.stdout
@@ -212,37 +221,101 @@ def write_report(
     folder = Path(out) if out is not None else None
     if folder is not None and folder.exists() and not folder.is_dir():
         raise user_error("--out must be a folder", received=str(folder), fix="pass a folder name such as reports/")
+    if folder is not None or fmt == "html":
+        _check_writable(folder if folder is not None else Path.cwd())  # before the report is computed
     report = build_report(study_names, storage, top=top, target=target)
     if folder is None and fmt != "html":
         stream.write(render(report, fmt))
         return []
-    folder = folder if folder is not None else Path.cwd()
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    return _write_files(report, fmt, folder if folder is not None else Path.cwd())
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse a report folder (``--out``) that cannot be created or written, before anything is computed.
+
+    Raises:
+        UserInputError: a file where a folder of the path should be, or a folder that cannot be written (tried
+            for real with a probe file, so a read-only mount is caught also as root).
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise user_error(f"cannot write the report: {existing} is a file, not a folder", received=str(folder),
+                         fix="pass --out with a folder path that has no file on the way, e.g. --out reports/")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tuning-probe-", dir=existing)
+    except OSError as exc:
+        raise user_error(f"cannot write the report: {existing} is not writable ({exc.strerror or exc})",
+                         received=str(folder), fix="pass --out with a folder you can write, e.g. --out reports/",
+                         ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _write_files(report: Report, fmt: str, folder: Path) -> list[Path]:
+    """Write the report's files into ``folder`` all or none: each is written into a staging folder first and
+    moved into place once every one is written; on failure the staging folder and the folders created for the
+    report are removed.
+
+    Raises:
+        UserInputError: a file could not be written (a full disk, a folder that became read-only).
+    """
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    staging: Path | None = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tuning-report-", dir=folder))
+        names = _render_files(report, fmt, staging)
+        written = []
+        for name in names:
+            os.replace(staging / name, folder / name)
+            written.append(folder / name)
+        return written
+    except OSError as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging = None
+        for path in created:  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise user_error(f"cannot write the report into {folder}: {exc.strerror or exc}{where}; nothing was written",
+                         received=str(folder), fix="free space or pass --out with a folder you can write") from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _render_files(report: Report, fmt: str, folder: Path) -> list[str]:
+    """Write every file of ``fmt`` into ``folder``; their names, the main file first."""
     if fmt == "csv":
-        for key, df in report.tables().items():
-            path = folder / f"{key}.csv"
-            df.to_csv(path, index=False)
-            written.append(path)
-    elif fmt == "json":
-        written.append(_write(folder / "report.json", to_json(report)))
-    elif fmt == "html":
-        written.append(_write(folder / "report.html", to_html(report)))
-    else:
-        images = {}
-        for key, fig in report.figures().items():
-            path = folder / f"{key}.png"
-            fig.savefig(path)
-            images[key] = path.name
-            written.append(path)
-        text = to_markdown(report, images) if fmt == "md" else to_latex(report, images)
-        written.insert(0, _write(folder / ("report.md" if fmt == "md" else "report.tex"), text))
-    return written
+        tables = report.tables()
+        for key, df in tables.items():
+            _write(folder / f"{key}.csv", df.to_csv(index=False))
+        return [f"{key}.csv" for key in tables]
+    if fmt in ("json", "html"):
+        name = f"report.{fmt}"
+        _write(folder / name, to_json(report) if fmt == "json" else to_html(report))
+        return [name]
+    images = {}
+    for key, fig in report.figures().items():
+        fig.savefig(folder / f"{key}.png")
+        images[key] = f"{key}.png"
+    name = "report.md" if fmt == "md" else "report.tex"
+    _write(folder / name, to_markdown(report, images) if fmt == "md" else to_latex(report, images))
+    return [name, *images.values()]
 
 
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
+    path.write_text(_printable_lines(text), encoding="utf-8")
     return path
+
+
+def _printable_lines(text: str) -> str:
+    """``text`` with every control character but its line breaks escaped (a study or parameter name, or a value
+    stored by another tool, may hold ESC or U+202E): what a report prints or writes never drives a terminal."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def render(report: Report, fmt: str) -> str:
@@ -252,15 +325,15 @@ def render(report: Report, fmt: str) -> str:
         >>> print(render(build_report(["mnist"]), "md"))  # doctest: +SKIP
     """
     if fmt == "md":
-        return to_markdown(report)
+        return _printable_lines(to_markdown(report))
     if fmt == "html":
-        return to_html(report)
+        return _printable_lines(to_html(report))
     if fmt == "latex":
-        return to_latex(report)
+        return _printable_lines(to_latex(report))
     if fmt == "json":
-        return to_json(report)
+        return to_json(report)  # JSON escapes every control character itself
     if fmt == "csv":
-        return "\n".join(f"# {key}\n{df.to_csv(index=False)}" for key, df in report.tables().items())
+        return _printable_lines("\n".join(f"# {key}\n{df.to_csv(index=False)}" for key, df in report.tables().items()))
     raise user_error("Unknown report format", received=fmt, fix=f"use one of {', '.join(FORMATS)}")
 
 
@@ -347,7 +420,7 @@ def _side_by_side(comparison: pd.DataFrame, target: float | None) -> pd.DataFram
         )
     )
     table = pd.DataFrame(
-        [[label, *cells] for label, cells in rows], columns=["", *(str(s) for s in comparison["study"])]
+        [[label, *cells] for label, cells in rows], columns=["", *(printable(str(s)) for s in comparison["study"])]
     )
     table.attrs = dict(comparison.attrs)
     note = "One column per study. Epochs spent counts every trial, pruned and failed ones included."
@@ -590,7 +663,7 @@ def to_json(report: Report) -> str:
         "studies": {},
     }
     for section in report.studies:
-        document["studies"][section.name] = {
+        document["studies"][section.view.name] = {  # its true name: JSON escapes every control character
             "objectives": section.view.objectives,
             "directions": ["maximize" if m else "minimize" for m in section.view.maximize],
             **{key: records(df) for key, df in section.tables.items()},

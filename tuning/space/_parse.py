@@ -12,22 +12,26 @@ Example:
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tuning import models
 from tuning import schema as S
-from tuning.errors import SpaceError
+from tuning.errors import SpaceError, printable, study_name_problem
 from tuning.records import MEASURED_OBJECTIVES
 from tuning.space._sections import DataSpec, Objective, StudySpec
 from tuning.space._specs import AnySpec, Fixed, PerLayer, Searched
+from tuning.space._yaml import check_limits
 
 _BAD: Any = object()  # a value that failed its checks (the error is already recorded)
 
@@ -49,7 +53,11 @@ class _Errors(list):
 
 
 def parse(d: Any, source: str | None = None) -> Parsed:
-    """Validate ``d`` and return its parts; raise one :class:`SpaceError` listing every problem."""
+    """Validate ``d`` and return its parts; raise one :class:`SpaceError` listing every problem.
+
+    A dict nested deeper or holding more values than a YAML file may is refused first (:func:`check_limits`).
+    """
+    check_limits(d, source=source)
     errs = _Errors()
     if not isinstance(d, Mapping):
         errs.add("", "a search space must be a mapping of sections (data, model, train, objective, study)",
@@ -524,6 +532,9 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
         checked = scalar(key, raw[name], f"study.{name}", errs)
         if checked is not _BAD:
             values[name] = checked
+    bad_name = study_name_problem(values["name"]) if values.get("name") is not None else None
+    if bad_name is not None:  # a default name from the file's name is checked where it is used (tuning.run)
+        errs.add("study.name", bad_name[0], received=printable(values["name"]), fix=bad_name[1])
     if values.get("name") is None:
         values["name"] = Path(source).stem if source else "tuning"  # a dict's: SearchSpace.default_name()
     kt = values.get("engine") == "keras_tuner"  # whose sampler may be null (removed), see _engine
@@ -543,6 +554,11 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
     tuner = _engine(raw, values, objectives, pruner, errs)
     if tuner is not None:
         sampler, pruner = {"type": "tpe"}, {"type": "none"}  # not used by KerasTuner (and not written back)
+    else:  # every option of both, checked now: reported with the rest of the space, never one run at a time
+        if sampler is not None:
+            _optuna_options(sampler, "sampler", "study.sampler", errs)
+        if pruner is not None:
+            _optuna_options(pruner, "pruner", "study.pruner", errs)
     return StudySpec(sampler=sampler or {"type": "tpe"}, pruner=pruner or {"type": "median"}, enqueue=enqueue,
                      tuner=tuner, stop_after=stop_after, **values)
 
@@ -619,6 +635,97 @@ def _engine(raw: Mapping[str, Any], values: Mapping[str, Any], objectives: tuple
         if checked is not _BAD:
             out[name] = checked
     return out
+
+
+#: Options of a sampler or pruner class the toolkit sets itself, and what the user writes instead.
+_SET_BY_TOOLKIT = {
+    "seed": "the sampler's seed comes from study.seed (each trial's sampler is seeded from it and the trial "
+            "number); set study.seed instead",
+    "search_space": "the grid is the space's own values (its lists and stepped ranges); remove it",
+    "wrapped_pruner": "write the wrapped pruner as `wrapped: <pruner>` or `wrapped: {type: <pruner>, ...}`",
+}
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "null"}
+
+
+def _optuna_options(spec: Mapping[str, Any], what: str, path: str, errs: _Errors) -> bool:
+    """Check ``study.sampler`` or ``study.pruner`` (``what``) options against its Optuna class: each name is one
+    of the class's arguments (a "did you mean" otherwise), each value of the type its signature states, and
+    then the class itself is built with them, so Optuna's own checks (``percentile`` in [0, 100]) run now too.
+
+    :func:`tuning.engines.make_sampler` and ``make_pruner`` build the same classes for the study, with the seed
+    and the epochs as resources; this check needs neither. Returns whether every option is accepted.
+    """
+    kind = spec["type"]
+    if kind == "optunahub":  # its class is known once the package is loaded: checked when the study is built
+        return True
+    if kind in ("successive_halving", "hyperband") and "promotion" in spec:  # the toolkit's own option
+        checked = scalar(S.Key("str", choices=("continue", "stop")), spec["promotion"], f"{path}.promotion", errs)
+        spec = {k: v for k, v in spec.items() if k != "promotion"}
+        if checked is _BAD:
+            return False
+    cls = getattr(optuna.samplers, S.SAMPLER_CLASSES[kind]) if what == "sampler" else \
+        getattr(optuna.pruners, S.PRUNER_CLASSES[kind])
+    params = {name: p for name, p in inspect.signature(cls).parameters.items()
+              if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+    reserved = {"seed", "search_space"} if what == "sampler" else {"wrapped_pruner"}
+    allowed = [n for n in params if n not in reserved] + (["wrapped"] if kind == "patient" else [])
+    where = f"optuna.{what}s.{cls.__name__}"
+    ok = True
+    for name, value in spec.items():
+        p = f"{path}.{name}"
+        if name == "type":
+            continue
+        if name in reserved:
+            errs.add(p, "is set by the toolkit, not an option to write", received=value, fix=_SET_BY_TOOLKIT[name])
+            ok = False
+        elif name not in allowed:
+            _unknown(errs, p, name, allowed or ["type"], where=f"the {kind} {what}'s options")
+            ok = False
+        elif name == "wrapped":
+            wrapped = _typed(value, S.PRUNERS, p, errs)
+            ok = wrapped is not None and _optuna_options(wrapped, "pruner", p, errs) and ok
+        else:
+            problem = _type_problem(params[name].annotation, value)
+            if problem:
+                number = isinstance(value, str) and _parse_number(value) is not None
+                errs.add(p, problem, received=value, fix=f"see {where} for what {name} means" + (
+                    " (YAML reads 1e-4 as text: write 1.0e-4)" if number else ""))
+                ok = False
+    if not ok or kind == "grid":  # the grid sampler's only other argument is its seed
+        return ok
+    try:
+        with warnings.catch_warnings():  # "experimental" and "deprecated" warnings belong to the real study
+            warnings.simplefilter("ignore")
+            options = {k: v for k, v in spec.items() if k not in ("type", "wrapped")}
+            cls(**options, **({"wrapped_pruner": None} if kind == "patient" else {}))
+    except (TypeError, ValueError) as exc:
+        errs.add(path, f"{where} refuses these options: {exc}", received=dict(spec),
+                 fix=f"see {where} for the values it accepts")
+        return False
+    return True
+
+
+def _type_problem(annotation: Any, value: Any) -> str | None:
+    """What is wrong with ``value`` for an argument annotated ``annotation`` (``"int | None"``, ``float``), or
+    None; only plain types are checked (Optuna checks the others when the class is built)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    parts = {t.strip() for t in text.split("|")}
+    if any(t.startswith("Callable") for t in parts):
+        return None if value is None else "takes a Python function, which a search space cannot hold"
+    if not parts or not parts <= set(_KINDS):
+        return None
+    if value is None:
+        accepted = "None" in parts
+    elif isinstance(value, bool):
+        accepted = "bool" in parts
+    elif isinstance(value, int):
+        accepted = bool(parts & {"int", "float"})
+    elif isinstance(value, float):
+        accepted = "float" in parts
+    else:
+        accepted = isinstance(value, str) and "str" in parts
+    order = [k for k in _KINDS if k in parts]
+    return None if accepted else f"must be {' or '.join(_KINDS[k] for k in order)}"
 
 
 def _check_grid(specs: dict[str, AnySpec], errs: _Errors) -> None:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
 from optuna.distributions import BaseDistribution
 
 from tuning import models
@@ -101,10 +100,9 @@ class SearchSpace:
                                          fix="write e.g. --set train.epochs=3"))
                 continue
             try:
-                value = yaml.safe_load(text)
-            except yaml.YAMLError as e:
-                errors.append(SpaceError(key, f"the value is not valid YAML ({e.__class__.__name__})",
-                                         received=text, fix="quote it, or write e.g. [16, 32] or {low: 1, high: 3}"))
+                value = _yaml.load_value(text, key)
+            except SpaceError as e:
+                errors.append(e)
                 continue
             parts = key.split(".")
             node: Any = raw

@@ -53,7 +53,8 @@ def resolve_url(url: str | None) -> str:
         'sqlite:///mlruns/optuna.db'
 
     Raises:
-        StorageError: the URL is malformed, not a URL, names no SQLite file, or a SQLite file in a missing folder.
+        StorageError: the URL is malformed, not a URL, names no SQLite file (``sqlite://``) or an in-memory database
+            (``sqlite:///:memory:``), or a SQLite file in a missing folder.
     """
     url = url or default_storage_url()
     shown = redact_url(url)
@@ -71,6 +72,14 @@ def resolve_url(url: str | None) -> str:
             "Fix: pass an Optuna RDB URL such as sqlite:///mlruns/optuna.db or postgresql://user@host/db."
         ) from exc
     if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database == ":memory:" or database.startswith("file::memory:") or parsed.query.get("mode") == "memory":
+            raise StorageError(
+                "an in-memory SQLite storage keeps nothing: the study and its finished trials vanish when the "
+                "command ends, and nothing else can read it (tuning studies, tuning report, --workers, a resume). "
+                f"Received: {shown}. Fix: pass a file, e.g. --storage sqlite:///mlruns/optuna.db (a relative path) "
+                "or sqlite:////abs/path/optuna.db."
+            )
         path = sqlite_path(url)
         if path is None and not parsed.database:
             raise StorageError(

@@ -26,7 +26,7 @@ import optuna
 from tuning import _signals, engines
 from tuning import storage as storages
 from tuning._keras import import_keras
-from tuning.errors import StorageLostError, TooManyFailuresError, user_error
+from tuning.errors import StorageLostError, TooManyFailuresError, check_study_name, user_error
 from tuning.observers import ObserverList, StudyObserver
 from tuning.progress import ProgressDisplay
 from tuning.redact import redact_text, redact_url
@@ -80,7 +80,8 @@ def run(
         timeout: the study's budget in seconds (default: ``study.timeout``): no trial starts after it, and the
             trial running when it passes stops at its next epoch's end, recorded as pruned at the budget.
         storage: an Optuna RDB storage URL (default: ``study.storage``, else ``sqlite:///mlruns/optuna.db``).
-        study_name: default ``study.name``.
+        study_name: default ``study.name``; at most 100 characters, without control characters, line breaks or
+            bidirectional controls (it becomes a folder and an MLflow experiment name).
         build_fn: your own ``build_fn(config) -> keras.Model``, used instead of the ``model`` section.
         hypermodel: a KerasTuner ``build(hp)`` function or ``keras_tuner.HyperModel`` (for a space whose
             ``model`` section is ``{family: hypermodel}``); its ``hp`` values are drawn by each Optuna trial.
@@ -113,8 +114,13 @@ def run(
     """
     from tuning.space import SearchSpace
 
+    if study_name is not None:  # it becomes a folder name and an MLflow experiment name: checked before anything
+        check_study_name(study_name, "study_name")
     if not isinstance(space, SearchSpace):
         space = SearchSpace.from_dict(space) if isinstance(space, Mapping) else SearchSpace.from_yaml(space)
+    if study_name is None:  # the default from the space file's name too
+        check_study_name(space.study.name, "the study name (study.name, by default the space file's name)",
+                         fix="pass study_name=..., or set study.name in the space")
     target = n_trials if n_trials is not None else space.study.n_trials
     if target < 1:
         raise user_error("n_trials must be at least 1", received=target, fix="pass --n-trials 1 or more")

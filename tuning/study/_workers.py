@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuning import tracking
 from tuning._keras import GPU_ENV, THREADS_ENV, WORKER_INDEX_ENV
-from tuning.errors import user_error
+from tuning.errors import printable, user_error
 from tuning.progress import trial_line
 from tuning.study._create import open_storage
 from tuning.study._gate import COUNTED_STATES
@@ -48,20 +48,24 @@ READY_ENV = "TUNING_READY_FILE"
 _OWN_OPTIONS = {"--workers": True, "--gpus": True, "--trials-per-gpu": True}
 
 
-def parse_gpus(text: str, environ: dict[str, str] | None = None) -> list[str]:
-    """The GPU ids of ``--gpus``: a comma-separated list, or ``all`` (``CUDA_VISIBLE_DEVICES``, else nvidia-smi).
+def parse_gpus(text: str, environ: dict[str, str] | None = None, available: Sequence[str] | None = None) -> list[str]:
+    """The GPU ids of ``--gpus``: a comma-separated list, or ``all`` (``CUDA_VISIBLE_DEVICES``, else nvidia-smi);
+    each one a GPU this machine has (``available``, by default the indices ``nvidia-smi`` lists).
+
+    Checked before anything is written: a GPU the machine does not have would silently train on the CPU.
 
     Example:
-        >>> parse_gpus("0, 2")
+        >>> parse_gpus("0, 2", available=["0", "1", "2"])
         ['0', '2']
 
     Raises:
-        UserInputError: an empty or malformed list, or ``all`` on a machine where no GPU is visible.
+        UserInputError: an empty or malformed list, a GPU the machine does not have, or no GPU at all (no
+            nvidia-smi, or it lists none).
     """
     environ = os.environ if environ is None else environ
     if text.strip() == "all":
         visible = environ.get("CUDA_VISIBLE_DEVICES")
-        ids = [g.strip() for g in visible.split(",") if g.strip()] if visible else _nvidia_smi_gpus()
+        ids = [g.strip() for g in visible.split(",") if g.strip()] if visible else _nvidia_smi_gpus()[0]
         if not ids:
             raise user_error(
                 "--gpus all found no GPU on this machine (nvidia-smi lists none, CUDA_VISIBLE_DEVICES is unset)",
@@ -74,19 +78,38 @@ def parse_gpus(text: str, environ: dict[str, str] | None = None) -> list[str]:
             "--gpus takes distinct GPU indices separated by commas, or all",
             received=text, fix="pass e.g. --gpus 0,1 or --gpus all",
         )
+    present, why_none = (list(available), "none is available") if available is not None else _nvidia_smi_gpus()
+    if not present:
+        raise user_error(
+            f"--gpus needs NVIDIA GPUs and this machine has none: {why_none}", received=text,
+            fix="leave out --gpus to train on the CPU (--workers N for several CPU workers), or install the "
+                "NVIDIA driver on a machine with GPUs",
+        )
+    missing = [g for g in ids if g not in present]
+    if missing:
+        listed = ", ".join(present)
+        raise user_error(
+            f"--gpus names {'GPU' if len(missing) == 1 else 'GPUs'} {', '.join(missing)}, which this machine does "
+            f"not have (nvidia-smi lists {'GPU' if len(present) == 1 else 'GPUs'} {listed})", received=text,
+            fix=f"pass GPUs among {listed}, or --gpus all",
+        )
     return ids
 
 
-def _nvidia_smi_gpus() -> list[str]:
+def _nvidia_smi_gpus() -> tuple[list[str], str]:
+    """The GPU indices ``nvidia-smi`` lists, and why there are none when the list is empty."""
     if shutil.which("nvidia-smi") is None:
-        return []
+        return [], "nvidia-smi is not installed (no NVIDIA driver)"
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()] if out.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], f"nvidia-smi could not run ({exc})"
+    if out.returncode != 0:
+        said = (out.stdout + out.stderr).strip().splitlines()
+        return [], f"nvidia-smi failed ({printable(said[0]) if said else f'exit code {out.returncode}'})"
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()], "nvidia-smi lists no GPU"
 
 
 def worker_plan(
@@ -188,8 +211,10 @@ def run_workers(
             if signals.received is None:
                 procs.append(_start(command, env, ready))
         if not quiet:
+            from rich.markup import escape
+
             console.print(
-                f"Study [bold]{study_name}[/]: {len(procs)} worker processes (pids "
+                f"Study [bold]{escape(printable(study_name))}[/]: {len(procs)} worker processes (pids "
                 f"{', '.join(str(p.pid) for p in procs)}), {total} trials in total."
             )
         study = _load(storage_url, study_name)
