@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -572,6 +573,18 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
     assert len(parents) == 1 and len(trials) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" and "val_accuracy" in r.data.metrics for r in trials)
+
+    # The summary's command that runs the best model works here, offline, as printed (--env-manager local).
+    line = next(line for line in run.stdout.splitlines() if line.startswith("Predict:  "))
+    command = shlex.split(line.removeprefix("Predict:  ").split("  (")[0])
+    assignments = dict(word.split("=", 1) for word in command[:1])
+    assert command[1:4] == ["mlflow", "models", "predict"] and command[-2:] == ["--env-manager", "local"]
+    (tmp_path / "input.json").write_text(json.dumps({"inputs": [[[[0.5]] * 28] * 28] * 3}))  # 3 float32 images
+    predicted = subprocess.run([str(Path(PYTHON).parent / "mlflow"), *command[2:]], cwd=tmp_path,
+                               env={**env, **assignments}, capture_output=True, text=True)  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr
+    probabilities = json.loads(predicted.stdout[predicted.stdout.index('{"predictions"'):])["predictions"]
+    assert len(probabilities) == 3 and all(len(p) == 10 and abs(sum(p) - 1) < 1e-3 for p in probabilities)
 
     # The command the README gives, from the project folder.
     port = free_port()
