@@ -375,6 +375,7 @@ def test_csv_to_stream_splits_into_tables(storage: str) -> None:
     tables = {key: pd.read_csv(io.StringIO(text)) for key, text in zip(parts[::2], parts[1::2], strict=True)}
     assert set(tables) == {
         "comparison",
+        "tpe.search",
         "tpe.leaderboard",
         "tpe.parameter_effects",
         "tpe.param_importance",
@@ -396,6 +397,59 @@ def test_json_round_trip(storage: str) -> None:
     assert document["studies"]["multi"]["directions"] == ["maximize", "minimize"]
 
 
+#: How the fixture's two studies search, as their spaces say (:func:`storage`).
+SEARCH = {
+    "tpe": {"engine": "optuna", "sampler": "tpe (n_startup_trials=5)",
+            "pruner": "median (n_startup_trials=2, n_warmup_steps=0)"},
+    "random": {"engine": "optuna", "sampler": "random", "pruner": "none"},
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_format_says_which_engine_sampler_and_pruner_each_study_used(storage: str, tmp_path: Path) -> None:
+    report = build_report(["tpe", "random"], storage)
+    write_report(["tpe", "random"], storage=storage, fmt="csv", out=tmp_path, stream=io.StringIO())
+    comparison = pd.read_csv(tmp_path / "comparison.csv").set_index("study")
+    document = json.loads(render(report, "json"))
+    by_study = {row["study"]: row for row in document["comparison"]}
+    markdown, page, latex = render(report, "md"), to_html(report, {}), render(report, "latex")
+    for name, expected in SEARCH.items():
+        # CSV and JSON: columns of the comparison (no KerasTuner tuner), and the study's own "search" table.
+        assert comparison.loc[name, list(expected)].to_dict() == expected
+        assert pd.isna(comparison.loc[name, "tuner"]) and by_study[name]["tuner"] is None
+        assert {k: by_study[name][k] for k in expected} == expected
+        search = pd.read_csv(tmp_path / f"{name}.search.csv")
+        assert dict(zip(search["setting"], search["value"], strict=True)) == expected
+        assert {r["setting"]: r["value"] for r in document["studies"][name]["search"]} == expected
+        # Markdown, HTML, LaTeX: a row per setting in the comparison, and the study's section opens with them.
+        section = markdown.split(f"## Study {name}\n")[1].split("\n## ")[0]
+        assert section.index("### Search") < section.index("### Leaderboard")
+        html_section = page.split(f"<h2>Study {name}</h2>")[1].split("<h2>")[0]
+        latex_section = latex.split(rf"\subsection*{{Study {name}}}")[1].split(r"\subsection*")[0]
+        for setting, value in expected.items():
+            assert f"| {setting} | {value} |" in section
+            assert f"<td>{setting}</td>\n      <td>{html.escape(value)}</td>" in html_section
+            assert re.search(rf"{setting} +& +{re.escape(value.replace('_', chr(92) + '_'))} +\\\\", latex_section)
+    comparison_md = markdown.split("## Comparison")[1].split("## Study")[0]
+    for setting in ("engine", "sampler", "pruner"):
+        assert f"| {setting} | {SEARCH['tpe'][setting]} | {SEARCH['random'][setting]} |" in comparison_md
+    assert "| tuner |" not in comparison_md  # no study here has a KerasTuner tuner
+    comparison_html = page.split("<h2>Comparison</h2>")[1].split("<h2>Study")[0]
+    assert f"<td>{html.escape(SEARCH['tpe']['sampler'])}</td>" in comparison_html
+    comparison_latex = latex.split(r"\subsection*{Comparison}")[1].split(r"\subsection*{Study")[0]
+    assert re.search(r"sampler +& +tpe \(n\\_startup\\_trials=5\) +& +random", comparison_latex)
+
+
+def test_a_study_tuning_did_not_create_says_its_search_is_not_recorded(plain: str) -> None:
+    report = build_report(["plain", "other"], plain)
+    assert report.comparison[["engine", "sampler", "pruner", "tuner"]].isna().all().all()
+    search = report.tables()["plain.search"]
+    assert search.empty and search.attrs["note"].startswith("Not recorded: the study was not created by `tuning run`")
+    markdown = render(report, "md")
+    assert "| engine | not recorded | not recorded |" in markdown
+    assert "Not recorded: the study was not created by `tuning run`" in markdown.split("## Study plain")[1]
+
+
 @pytest.mark.slow
 def test_run_ids_are_in_csv_and_json_but_not_in_the_tables_people_read(storage: str, tmp_path: Path) -> None:
     study = _load(storage, "tpe")
@@ -415,10 +469,10 @@ def test_run_ids_are_in_csv_and_json_but_not_in_the_tables_people_read(storage: 
 def test_markdown_and_latex_to_stream(storage: str) -> None:
     report = build_report(["random"], storage, top=3)
     text = render(report, "md")
-    assert text.count("\n### ") == 5 and "| rank | trial | val_accuracy |" in text
+    assert text.count("\n### ") == 6 and "| rank | trial | val_accuracy |" in text
     assert f"{_load(storage, 'random').best_value:.4g}" in text
     latex = render(report, "latex")
-    assert latex.count(r"\begin{tabular}") == 5 and r"train.learning\_rate" in latex
+    assert latex.count(r"\begin{tabular}") == 6 and r"train.learning\_rate" in latex
 
 
 @pytest.mark.slow
@@ -439,7 +493,7 @@ def test_html_without_out_writes_in_cwd(storage: str, tmp_path: Path, monkeypatc
     assert paths == [tmp_path / "report.html"]
     assert stream.getvalue() == ""  # files are returned; the command line prints them
     page = paths[0].read_text()
-    assert page.count("<table") == 5 and page.count('src="data:image/png;base64,') == 5
+    assert page.count("<table") == 6 and page.count('src="data:image/png;base64,') == 5
 
 
 # ------------------------------------------------------------------------ at a glance (plain Optuna studies, fast)
@@ -731,4 +785,5 @@ def test_report_compares_two_real_keras_studies(storage: str, tmp_path: Path) ->
         assert board.loc[0, "test_accuracy"] == study.best_trial.user_attrs[records.TEST_ACCURACY]
         curves = learning_curves_data(study, top=1)
         assert list(curves["value"]) == study.best_trial.user_attrs[records.HISTORY]["val_accuracy"]
-    assert len(paths) == 1 + 2 * 4
+    assert len(paths) == 1 + 2 * 5  # the comparison, then each study's search, leaderboard, effects, importance,
+    # outcomes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -184,6 +185,7 @@ def test_study_mirrors_into_one_parent_and_a_nested_run_per_trial(in_tmp):
         assert frozen.user_attrs[records.MLFLOW_RUN_ID] == run.info.run_id
         assert run.data.params == {k: str(v) for k, v in frozen.params.items()}
         assert run.info.status == expected_status[state]
+        assert run.info.run_name == RUN_NAMES[state].format(frozen.number)  # a pruned run tells apart at a glance
         assert run.data.tags["tuning.state"] == state
         assert run.data.tags["optuna.study_name"] == "mirror"
         assert run.data.tags["env.device"].startswith(("CPU", "GPU"))
@@ -223,6 +225,43 @@ def test_study_mirrors_into_one_parent_and_a_nested_run_per_trial(in_tmp):
     history = client.download_artifacts(by_number[0].info.run_id, "history.csv", str(tmp_path))
     assert Path(history).read_text().splitlines()[0].startswith("epoch,")
     assert len(Path(history).read_text().splitlines()) == 3  # header + 2 epochs
+
+
+#: The name of a trial's run in MLflow's run list, by how the trial ended.
+RUN_NAMES = {COMPLETE: "trial-{}", PRUNED: "trial-{} (pruned)", FAILED: "trial-{} (failed)",
+             INTERRUPTED: "trial-{} (interrupted)"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sync_backfills_runs_named_and_ended_as_live_tracking_would(in_tmp):
+    """``tuning sync`` into an empty SQLite tracking store: every trial of a study run without tracking gets its
+    run, with the name and status the live tracker gives (a pruned run FINISHED as "trial-2 (pruned)", an
+    interrupted one KILLED)."""
+    from tuning.cli import main
+
+    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
+    storage = f"sqlite:///{in_tmp / 'optuna.db'}"
+    plan = [(16, LEARNS, COMPLETE), (32, LEARNS, COMPLETE), (8, CHANCE, PRUNED), (UNBUILDABLE, LEARNS, FAILED),
+            (64, LEARNS, INTERRUPTED)]  # fmt: skip
+    raw = _raw("backfill", pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+               enqueue=[_trial(w, *how) for w, how, _ in plan])  # fmt: skip
+    space = SearchSpace.from_dict(raw)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C in the fifth trial
+        tuning.run(space, n_trials=4, storage=storage, tracking=False, build_fn=_build, observers=[CtrlCAt(64)])
+    study = tuning.run(space, n_trials=4, storage=storage, tracking=False, build_fn=_build)
+    states = [records_state(t) for t in study.trials]
+    assert states == [*(state for *_, state in plan), COMPLETE]
+
+    assert main(["sync", "backfill", "--storage", storage, "--tracking-uri", uri]) == 0
+    _, (parent,), runs = _runs(uri, "backfill")
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    expected_status = {COMPLETE: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED", INTERRUPTED: "KILLED"}
+    assert sorted(by_number) == list(range(len(states)))
+    for number, state in enumerate(states):
+        run = by_number[number]
+        assert (run.info.run_name, run.info.status, run.data.tags["tuning.state"]) == (
+            RUN_NAMES[state].format(number), expected_status[state], state)
+    assert parent.info.status == "FINISHED"
 
 
 def records_state(trial: optuna.trial.FrozenTrial) -> str:
@@ -534,6 +573,18 @@ def test_tuning_run_tracks_every_trial_and_the_readme_ui_command_serves_them(tmp
     assert len(parents) == 1 and len(trials) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" and "val_accuracy" in r.data.metrics for r in trials)
+
+    # The summary's command that runs the best model works here, offline, as printed (--env-manager local).
+    line = next(line for line in run.stdout.splitlines() if line.startswith("Predict:  "))
+    command = shlex.split(line.removeprefix("Predict:  ").split("  (")[0])
+    assignments = dict(word.split("=", 1) for word in command[:1])
+    assert command[1:4] == ["mlflow", "models", "predict"] and command[-2:] == ["--env-manager", "local"]
+    (tmp_path / "input.json").write_text(json.dumps({"inputs": [[[[0.5]] * 28] * 28] * 3}))  # 3 float32 images
+    predicted = subprocess.run([str(Path(PYTHON).parent / "mlflow"), *command[2:]], cwd=tmp_path,
+                               env={**env, **assignments}, capture_output=True, text=True)  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr
+    probabilities = json.loads(predicted.stdout[predicted.stdout.index('{"predictions"'):])["predictions"]
+    assert len(probabilities) == 3 and all(len(p) == 10 and abs(sum(p) - 1) < 1e-3 for p in probabilities)
 
     # The command the README gives, from the project folder.
     port = free_port()

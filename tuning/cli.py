@@ -368,20 +368,35 @@ def _print_summary(study: optuna.Study, console: Console, *, tracking: bool, tra
         for key, value in best.params.items():
             shown = f"{value:.6g}" if isinstance(value, float) else value  # 0.30000000000000004 → 0.3
             console.print(f"  {key}: {shown}", highlight=False)
-    _print_model(study, console, tracking=tracking)
+    _print_model(study, console, tracking=tracking, tracking_uri=tracking_uri)
     console.print(f"Report:   tuning report {study.study_name}")
     if tracking and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         console.print("MLflow:   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
 
 
-def _print_model(study: optuna.Study, console: Console, *, tracking: bool) -> None:
-    """Where the best model is: an MLflow model (and its registry version), or a file when tracking is off."""
+def _print_model(study: optuna.Study, console: Console, *, tracking: bool, tracking_uri: str | None = None) -> None:
+    """Where the best model is: an MLflow model (and its registry version), or a file when tracking is off.
+
+    For an MLflow model, also the ``mlflow models predict`` command that runs it: with ``--env-manager local``,
+    without which MLflow builds a new Python environment from the internet (it fails offline).
+    """
+    import shlex
+
     from tuning import records
+    from tuning.redact import redact_url
 
     if tracking:
         uri = study.user_attrs.get(records.MLFLOW_BEST_MODEL)
         if uri:
             console.print(f"Model:    {uri}  (mlflow.pyfunc.load_model; float32 images scaled to [0, 1])")
+            store = redact_url(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db")
+            console.print(
+                f"Predict:  MLFLOW_TRACKING_URI={shlex.quote(store)} mlflow models predict -m {shlex.quote(uri)} "
+                "-i input.json "
+                "--env-manager local  (or `mlflow models serve`; --env-manager local runs it in this environment, "
+                "offline)",
+                highlight=False, markup=False,
+            )
         registered = study.user_attrs.get(records.MLFLOW_REGISTERED)
         if registered:
             console.print(f"Registry: {registered}")

@@ -1,10 +1,10 @@
 """Reports on finished studies, read from the Optuna storage alone: tables as pandas DataFrames, plots as Figures.
 
-Tables: :func:`leaderboard`, :func:`parameter_effects`, :func:`param_importance`, :func:`compare_studies`,
-:func:`pareto_front`, :func:`outcomes`. Plots: ``plot_*`` functions, each drawing the DataFrame of the
-matching ``*_data`` function; :meth:`Report.captions` says in a sentence what each shows. :func:`write_report`
-is what ``tuning report`` runs. Importing this package imports neither TensorFlow, Keras nor MLflow (pandas,
-Optuna and matplotlib load when first used).
+Tables: :func:`search_method` (engine, sampler and pruner), :func:`leaderboard`, :func:`parameter_effects`,
+:func:`param_importance`, :func:`compare_studies`, :func:`pareto_front`, :func:`outcomes`. Plots: ``plot_*``
+functions, each drawing the DataFrame of the matching ``*_data`` function; :meth:`Report.captions` says in a
+sentence what each shows. :func:`write_report` is what ``tuning report`` runs. Importing this package imports
+neither TensorFlow, Keras nor MLflow (pandas, Optuna and matplotlib load when first used).
 
 Example:
     >>> import optuna
@@ -45,6 +45,8 @@ from tuning.report._tables import (
     param_importance,
     parameter_effects,
     pareto_front,
+    search_method,
+    search_settings,
 )
 
 __all__ = [
@@ -73,6 +75,8 @@ __all__ = [
     "plot_parallel_coordinates",
     "plot_param_importance",
     "render",
+    "search_method",
+    "search_settings",
     "to_html",
     "to_markdown",
     "write_report",

@@ -75,6 +75,15 @@ class StudyView:
 
         return [t for t in self.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None]
 
+    @functools.cached_property
+    def space(self) -> dict[str, Any] | None:
+        """The resolved space the study was created with (``tuning.records.study_space``), or None for a study
+        not created by ``tuning run``."""
+        try:
+            return records.study_space(self.study)
+        except Exception:  # a study object without a storage of its own (e.g. a hand-made one in a test)
+            return None
+
     @classmethod
     def of(cls, study: optuna.Study) -> StudyView:
         """Read ``study``'s trials once and resolve its objective names and directions."""

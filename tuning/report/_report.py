@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tuning.errors import printable, user_error
 from tuning.report._load import StudyView, default_storage, load_studies, redacted
 from tuning.report._tables import (
+    SEARCH_SETTINGS,
     compare_studies,
     leaderboard,
     outcomes,
     param_importance,
     parameter_effects,
     pareto_front,
+    search_method,
 )
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ def slug(name: str) -> str:
 
 @dataclass
 class StudyReport:
-    """One study's tables in order: leaderboard, Pareto front (multi-objective), effects, importance, outcomes."""
+    """One study's tables in order: search (engine, sampler, pruner), leaderboard, Pareto front (multi-objective),
+    effects, importance, outcomes."""
 
     view: StudyView
     tables: dict[str, pd.DataFrame]
@@ -175,7 +178,7 @@ def build_report(
     views = load_studies(study_names, storage)
     sections = []
     for view in views:
-        tables = {"leaderboard": leaderboard(view, top=top)}
+        tables = {"search": search_method(view), "leaderboard": leaderboard(view, top=top)}
         if view.multi_objective:
             tables["pareto_front"] = pareto_front(view)
         tables["parameter_effects"] = parameter_effects(view)
@@ -401,6 +404,9 @@ def _side_by_side(comparison: pd.DataFrame, target: float | None) -> pd.DataFram
         if column in comparison:
             rows.append((label, [_cell(v) or missing for v in comparison[column].astype(object)]))
 
+    for setting in SEARCH_SETTINGS:  # what each column is: how the study searched
+        if setting != "tuner" or comparison[setting].notna().any():
+            add(setting, setting, "not recorded" if setting == "engine" else "—")
     objectives = set(comparison["objective"])
     add("best " + objectives.pop() if len(objectives) == 1 else "best", "best")
     if len(set(comparison["objective"])) > 1:

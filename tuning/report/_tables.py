@@ -413,10 +413,70 @@ def outcomes(study: optuna.Study | StudyView, max_numbers: int = 20) -> pd.DataF
     return _titled(df, "Outcomes", f"{len(view.trials)} trials: {summary}.")
 
 
+#: What :func:`search_settings` describes, in order.
+SEARCH_SETTINGS = ("engine", "sampler", "pruner", "tuner")
+
+
+def _spec_text(spec: Any) -> str | None:
+    """A sampler, pruner or tuner as written in the space, as one line: ``median (n_startup_trials=3)``."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        return str(spec)
+    options = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "type" and v is not None)
+    return f"{spec.get('type')} ({options})" if options else str(spec.get("type"))
+
+
+def search_settings(study: optuna.Study | StudyView) -> dict[str, str | None]:
+    """How a study chose and stopped its trials: its ``engine``, ``sampler`` and ``pruner`` (Optuna's engine) or
+    ``tuner`` (KerasTuner's), each with the options the space gave, read from the space the study was created
+    with. A setting the engine does not have is None; all are None for a study ``tuning run`` did not create.
+
+    Example:
+        >>> search_settings(study)  # doctest: +SKIP
+        {'engine': 'optuna', 'sampler': 'tpe (n_startup_trials=5)', 'pruner': 'median', 'tuner': None}
+    """
+    view = as_view(study)
+    section = (view.space or {}).get("study")
+    if not isinstance(section, dict):
+        return dict.fromkeys(SEARCH_SETTINGS)
+    return {
+        "engine": str(section.get("engine") or "optuna"),
+        "sampler": _spec_text(section.get("sampler")),
+        "pruner": _spec_text(section.get("pruner")),
+        "tuner": _spec_text(section.get("tuner")),
+    }
+
+
+def search_method(study: optuna.Study | StudyView) -> pd.DataFrame:
+    """One study's :func:`search_settings` as a table (``setting``, ``value``): the first table of its section.
+
+    Rows: ``engine``, then the ``sampler`` and ``pruner`` of Optuna's engine or the ``tuner`` of KerasTuner's.
+
+    Example:
+        >>> search_method(study)  # doctest: +SKIP
+             setting                     value
+        0     engine                    optuna
+        1    sampler  tpe (n_startup_trials=5)
+        2     pruner                    median
+    """
+    import pandas as pd
+
+    view = as_view(study)
+    settings = search_settings(view)
+    if settings["engine"] is None:
+        df = pd.DataFrame(columns=["setting", "value"])
+        return _titled(df, "Search", "Not recorded: the study was not created by `tuning run`, which stores its space.")
+    rows = [{"setting": key, "value": value} for key, value in settings.items() if value is not None]
+    note = f"How study {view.name} chose its trials and stopped them early, from the space it was created with."
+    return _titled(pd.DataFrame(rows, columns=["setting", "value"]), "Search", note)
+
+
 def compare_studies(studies: Sequence[optuna.Study | StudyView], target: float | None = None) -> pd.DataFrame:
     """Several studies side by side: best value, cost, outcome counts and, with ``target``, the cost to reach it.
 
-    One row per study. Columns: ``study``, ``objective``, ``direction``, ``best``, ``best_trial``, ``trials``,
+    One row per study. Columns: ``study``, ``objective``, ``direction``, ``engine``, ``sampler``, ``pruner``,
+    ``tuner`` (:func:`search_settings`), ``best``, ``best_trial``, ``trials``,
     ``complete``, ``pruned``, ``failed``, ``total_epochs`` (sum of the ``epochs`` attribute over every trial:
     what the study really trained), ``train_seconds`` (sum), ``wall_seconds`` (first trial start to last trial
     end). With ``target``: ``target``, ``reached``, ``trials_to_target`` (trials finished, in order of
@@ -442,6 +502,7 @@ def compare_studies(studies: Sequence[optuna.Study | StudyView], target: float |
             "study": view.name,
             "objective": view.objectives[0],
             "direction": "maximize" if maximize else "minimize",
+            **search_settings(view),
             "best": best_trial.values[0] if best_trial else math.nan,
             "best_trial": best_trial.number if best_trial else None,
             "trials": len(view.trials),

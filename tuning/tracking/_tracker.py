@@ -46,11 +46,13 @@ from tuning.tracking.tags import (
     TAG_OBJECTIVES,
     TAG_REASON,
     TAG_ROLE,
+    TAG_RUN_NAME,
     TAG_SEED,
     TAG_STATE,
     TAG_STORAGE,
     TAG_STUDY,
     TAG_TRIAL,
+    trial_run_name,
 )
 
 if TYPE_CHECKING:
@@ -379,6 +381,9 @@ class MlflowTracker(StudyObserver):
             known = by_number.get(str(frozen.number))
             if known is not None and known.status != "RUNNING":
                 continue
+            reason = frozen.user_attrs.get(records.REASON) or frozen.system_attrs.get("fail_reason")
+            if state == FAILED and reason == INTERRUPTED:  # Ctrl-C: KILLED, "trial-7 (interrupted)", as live
+                state = INTERRUPTED
             run: Future[str] = Future()
             if known is None:
                 self._create_trial_run(frozen, frozen.params, run)
@@ -388,7 +393,6 @@ class MlflowTracker(StudyObserver):
             else:
                 run.set_result(known.run_id)
                 done["ended"] += 1
-            reason = frozen.user_attrs.get(records.REASON) or frozen.system_attrs.get("fail_reason")
             self._finish_trial(_FinishedTrial(
                 number=frozen.number, run=run, state=state, values=values, reason=reason,
                 history={k: list(v) for k, v in (frozen.user_attrs.get(records.HISTORY) or {}).items()},
@@ -615,7 +619,7 @@ class MlflowTracker(StudyObserver):
             TAG_STATE: records.RUNNING,
         }
         try:
-            run_id = self._client.create_run(self._experiment_id, run_name=f"trial-{trial.number}", tags=tags)
+            run_id = self._client.create_run(self._experiment_id, run_name=trial_run_name(trial.number), tags=tags)
             run_id = run_id.info.run_id
         except BaseException as exc:
             if not is_connection_error(exc):  # else the worker keeps this job and runs it again later
@@ -700,7 +704,11 @@ class MlflowTracker(StudyObserver):
         if not run.done() or run.exception() is not None:
             return
         state = INTERRUPTED if status == "KILLED" else FAILED
-        self._client.log_batch(run.result(), tags=[RunTag(TAG_STATE, state)])
+        tags = [RunTag(TAG_STATE, state)]
+        number = self._client.get_run(run.result()).data.tags.get(TAG_TRIAL, "")
+        if number.isdigit():  # the run list shows how it ended: "trial-7 (interrupted)"
+            tags.append(RunTag(TAG_RUN_NAME, trial_run_name(int(number), state)))
+        self._client.log_batch(run.result(), tags=tags)
         self._client.set_terminated(run.result(), RUN_STATUS[state])
 
     def _finish_trial(self, done: _FinishedTrial) -> None:
@@ -716,7 +724,8 @@ class MlflowTracker(StudyObserver):
         for attr in (records.TEST_ACCURACY, records.PARAM_COUNT, records.TRAIN_SECONDS, records.EPOCHS):
             if _is_number(done.user_attrs.get(attr)):
                 final[f"final.{attr}"] = float(done.user_attrs[attr])
-        tags = {TAG_STATE: done.state, **done.env}
+        # The run list tells a pruned (FINISHED) or failed run from a complete one by its name: "trial-7 (pruned)".
+        tags = {TAG_STATE: done.state, TAG_RUN_NAME: trial_run_name(done.number, done.state), **done.env}
         if done.reason:
             tags[TAG_REASON] = done.reason
         if records.SEED in done.user_attrs:
