@@ -194,9 +194,11 @@ def _redact_logs(args: argparse.Namespace) -> None:
 def _safe(exc: BaseException) -> str:
     from rich.markup import escape
 
+    from tuning.errors import printable
     from tuning.redact import redact_text
 
-    return escape(redact_text(str(exc)))
+    # A value the user gave (a study name, a key) may hold control characters: shown escaped, line by line.
+    return escape("\n".join(printable(line) for line in redact_text(str(exc)).split("\n")))
 
 
 def _load_space(args: argparse.Namespace) -> SearchSpace:
@@ -345,14 +347,18 @@ def _run_workers(
 
 
 def _print_summary(study: optuna.Study, console: Console, *, tracking: bool, tracking_uri: str | None) -> None:
+    import shlex
+
     from optuna.trial import TrialState
+    from rich.markup import escape
 
     from tuning import records
+    from tuning.errors import printable
 
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     console.print(
-        f"\nStudy [bold]{study.study_name}[/]: {counts[TrialState.COMPLETE]} complete, "
+        f"\nStudy [bold]{escape(printable(study.study_name))}[/]: {counts[TrialState.COMPLETE]} complete, "
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed."
     )
     metrics = study.user_attrs.get(records.OBJECTIVES, ["value"])
@@ -369,7 +375,7 @@ def _print_summary(study: optuna.Study, console: Console, *, tracking: bool, tra
             shown = f"{value:.6g}" if isinstance(value, float) else value  # 0.30000000000000004 → 0.3
             console.print(f"  {key}: {shown}", highlight=False)
     _print_model(study, console, tracking=tracking, tracking_uri=tracking_uri)
-    console.print(f"Report:   tuning report {study.study_name}")
+    console.print(f"Report:   tuning report {escape(shlex.quote(printable(study.study_name)))}")
     if tracking and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         console.print("MLflow:   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
 

@@ -167,7 +167,7 @@ TRAIN: dict[str, Key] = {
 
 STUDY: dict[str, Key] = {
     "name": Key("str", None, searchable=False, nullable=True,
-                doc='study name; default the YAML file stem, or "tuning" for a dict'),
+                doc="study name; default the YAML file stem, or tuning-<hash> for a dict"),
     # "sampler", "pruner", "tuner", "enqueue" have their own shapes: see _parse.
     "engine": Key("str", "optuna", choices=ENGINES, searchable=False,
                   doc="who picks the configurations: Optuna's sampler and pruner, or a KerasTuner tuner"),

@@ -175,6 +175,8 @@ def build_report(
     """
     if int(top) < 1:
         raise user_error("--top must be at least 1", received=top, fix="pass --top 10")
+    if target is not None and not math.isfinite(target):
+        raise user_error("the target must be a finite number", received=target, fix="pass e.g. --target 0.98")
     views = load_studies(study_names, storage)
     sections = []
     for view in views:

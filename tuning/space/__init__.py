@@ -22,9 +22,10 @@ from tuning.config import Augmentation, ModelConfig, TrainConfig, TrialConfig
 from tuning.space._sections import DataSpec, Objective, StudySpec
 from tuning.space._space import SearchSpace
 from tuning.space._specs import Fixed, PerLayer, Searched
-from tuning.space._yaml import MAX_FILE_BYTES, MAX_NODES
+from tuning.space._yaml import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_FILE_BYTES",
     "MAX_NODES",
     "Augmentation",

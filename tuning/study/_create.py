@@ -73,7 +73,7 @@ def record_space(study: optuna.Study, space: SearchSpace) -> None:
     metrics = [o.metric for o in space.objectives]
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(metrics)  # optuna-dashboard and the optuna CLI label the objective with it
+        study.set_metric_names(metrics)  # optuna-dashboard labels the objective with it
     resolved = records.without_password(space.to_dict())
     study._storage.set_study_system_attr(study._study_id, records.SPACE_SYSTEM_ATTR, resolved)
     study.set_user_attr(records.SPACE_HASH, records.space_hash(resolved))

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuning import records
-from tuning.tracking.tags import TAG_REASON, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
+from tuning.tracking.tags import TAG_REASON, TAG_ROLE, TAG_RUN_NAME, TAG_STATE, TAG_STUDY, TAG_TRIAL, trial_run_name
 
 __all__ = ["close_study_run", "end_dead_runs", "reconcile_runs"]
 
@@ -33,6 +33,7 @@ def end_dead_runs(tracking_uri: str, trials: list[FrozenTrial]) -> None:
         >>> end_dead_runs("sqlite:///mlruns/mlflow.db", recovered_trials)  # doctest: +SKIP
     """
     from mlflow import MlflowClient
+    from mlflow.entities import RunTag
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -41,8 +42,9 @@ def end_dead_runs(tracking_uri: str, trials: list[FrozenTrial]) -> None:
         if not run_id:
             continue
         try:
-            client.set_tag(run_id, TAG_STATE, records.FAILED)
-            client.set_tag(run_id, TAG_REASON, str(trial.user_attrs.get(records.REASON, "its worker is gone")))
+            client.log_batch(run_id, tags=[
+                RunTag(TAG_STATE, records.FAILED), RunTag(TAG_RUN_NAME, trial_run_name(trial.number, records.FAILED)),
+                RunTag(TAG_REASON, str(trial.user_attrs.get(records.REASON, "its worker is gone")))])
             client.set_terminated(run_id, "KILLED")
         except Exception as exc:  # the storage is what counts; a run we cannot close is only reported
             log.warning("cannot end the MLflow run %s of trial %d: %s", run_id, trial.number, exc)
@@ -98,7 +100,7 @@ def reconcile_runs(tracking_uri: str, study: optuna.Study, *, grace_period: int)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 finals[f"final.{attr}"] = float(value)
         metrics = [Metric(k, float(v), stamp, 0) for k, v in finals.items() if k not in run.data.metrics]
-        tags = [RunTag(TAG_STATE, state)]
+        tags = [RunTag(TAG_STATE, state), RunTag(TAG_RUN_NAME, trial_run_name(trial.number, state))]
         if trial.user_attrs.get(records.REASON):
             tags.append(RunTag(TAG_REASON, str(trial.user_attrs[records.REASON])))
         try:
