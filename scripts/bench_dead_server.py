@@ -209,22 +209,26 @@ def _start_server(folder: Path) -> tuple[subprocess.Popen, str]:
     else:
         _kill(proc)
         sys.exit("mlflow server did not answer in 120 s")
-    _wait_idle(proc.pid)
+    if not _wait_idle(proc.pid):
+        print("  (the mlflow server was still busy starting after 180 s: the tracked study competes with it)",
+              flush=True)
     return proc, url
 
 
-def _wait_idle(group: int, limit: float = 60.0) -> None:
-    """Wait until the processes of ``group`` use less than 0.2 CPU seconds per second (at most ``limit`` s)."""
+def _wait_idle(group: int, limit: float = 180.0) -> bool:
+    """Wait until the processes of ``group`` use less than 0.2 CPU seconds per second (at most ``limit`` s);
+    false when they did not settle."""
     if not Path("/proc/self/stat").exists():  # not Linux: the server's start-up settles in about 10 s here
         time.sleep(15)
-        return
+        return True
     previous = _group_cpu(group)
     for _ in range(int(limit)):
         time.sleep(1.0)
         now = _group_cpu(group)
         if now - previous < 0.2:
-            return
+            return True
         previous = now
+    return False
 
 
 def _group_cpu(group: int) -> float:
