@@ -19,8 +19,10 @@ tracked-dead / untracked, then where the extra seconds went, read from outside f
 own lines: start-up (to the first trial's "Precision" line: importing MLflow, checking the server, creating the
 parent run), trials up to the kill (server up), trials after the kill (server dead), and the end (from the last
 trial's line to the exit: the final flush and the ``tuning sync`` hint), each as tracked minus untracked; also
-how long after the kill the command said the server does not answer. The last line is the median ratio over
-the rounds against the goal (at most 1.2).
+how long after the kill the command said the server does not answer, and the CPU seconds of each study's
+process (all its threads): extra wall seconds without extra CPU seconds were spent waiting, and CPU seconds
+drift less than wall seconds when other work shares the machine. The last line is the median ratio over the
+rounds against the goal (at most 1.2).
 
 Usage:
     python scripts/bench_dead_server.py [--rounds 3] [--trials 6] [--kill-after 1] [--train-size 800]
@@ -76,6 +78,7 @@ class Study:
     """One ``tuning run``: its wall seconds, the seconds at which its lines were printed, its exit code."""
 
     wall: float = 0.0
+    cpu: float = 0.0  # user + system seconds of the command's process, all threads
     code: int | None = None
     precision: float | None = None  # the first trial starts
     trials: dict[int, float] = field(default_factory=dict)  # trial number -> when its line was printed
@@ -179,8 +182,10 @@ def _watch(command: list[str], folder: Path, env: dict[str, str], victim: subpro
             done.down_warning = now
         elif "tuning sync" in line:
             done.sync_hint = True
-    done.code = proc.wait()
+    _, status, usage = os.wait4(proc.pid, 0)
     done.wall = time.perf_counter() - start
+    done.code = proc.returncode = os.waitstatus_to_exitcode(status)
+    done.cpu = usage.ru_utime + usage.ru_stime
     if done.code != 0 or len(done.trials) <= kill_after:
         sys.exit(f"the study failed (exit code {done.code}):\n{''.join(lines[-40:])}")
     return done
@@ -261,6 +266,8 @@ def _report_round(r: int, results: dict[str, list[Study]], kill_after: int) -> N
     extra = _extra(base, dead, kill_after)
     print("  extra seconds (tracked-dead - untracked): " + ", ".join(f"{k} {v:+.1f}" for k, v in extra.items()),
           flush=True)
+    print(f"  CPU seconds: untracked {base.cpu:.1f}, tracked-dead {dead.cpu:.1f} ({dead.cpu - base.cpu:+.1f})",
+          flush=True)
     noticed = f"{dead.down_warning - dead.kill:.1f} s after the kill" if dead.down_warning and dead.kill else "never"
     print(f"  'does not answer' warning: {noticed}; tuning sync hint: {'yes' if dead.sync_hint else 'NO'}", flush=True)
 
@@ -280,6 +287,9 @@ def _summary(results: dict[str, list[Study]], kill_after: int) -> None:
         live = [lv.wall / b.wall for b, lv in zip(results["untracked"], results["live"], strict=True)]
         print(f"tracked with the server up / untracked: median {statistics.median(live):.3f}, rounds "
               f"{', '.join(f'{x:.3f}' for x in live)}")
+    cpu = [d.cpu / b.cpu for b, d in pairs]
+    print(f"CPU seconds, tracked with the server killed / untracked: median {statistics.median(cpu):.3f}, rounds "
+          f"{', '.join(f'{x:.3f}' for x in cpu)}")
     ratios = [d.wall / b.wall for b, d in pairs]
     median = statistics.median(ratios)
     verdict = "ok" if median <= GOAL else f"above the {GOAL} goal"
