@@ -1,5 +1,6 @@
 """The benchmarks run end to end on real MNIST and print their ratios (overhead: one model per side, tracking on/off;
-time to accuracy: one seed, a short budget; throughput: 600 images, and its race to a test accuracy on 3,000).
+time to accuracy: one seed, a short budget; throughput: 600 images, and its race to a test accuracy on 3,000; dead
+server: one round of 3 trials on 300 images).
 
 The figures themselves are not checked (a shared machine is noisy: speed is measured, not asserted); what a
 user relies on is that the script runs, trains both sides and prints the ratios against the goal.
@@ -87,3 +88,19 @@ def test_bench_throughput_races_the_tutorial_setup_to_a_test_accuracy(mnist_dir:
         assert re.search(rf"^{name} +seconds to 50\.00%: (\d+\.\d|not in 2 epochs)$", out, re.MULTILINE)
     assert re.search(r"^ratio \(tutorial / toolkit\) at equal test accuracy: (\d+\.\d\dx|- \(a setup did not reach)",
                      out, re.MULTILINE), out
+
+
+def test_bench_dead_server_prints_the_ratio_tracked_with_the_server_killed_over_untracked(
+    mnist_dir: str | None, tmp_path: Path
+) -> None:
+    out = run_script("bench_dead_server.py", "--rounds", "1", "--trials", "3", "--train-size", "300",
+                     mnist_dir=mnist_dir, cwd=tmp_path)
+    assert re.search(r"^round 1: untracked \d+\.\d s, tracked with the server killed \d+\.\d s = \d\.\d{3}$", out,
+                     re.MULTILINE), out
+    assert re.search(r"^  extra seconds \(tracked-dead - untracked\): start-up [+-]\d+\.\d, .*, end [+-]\d+\.\d$", out,
+                     re.MULTILINE), out
+    # the server really died under the study, which noticed it and ended with the back-fill hint
+    assert re.search(r"'does not answer' warning: \d+\.\d s after the kill; tuning sync hint: yes", out), out
+    assert re.search(r"^tracked with the server killed / untracked: median \d+\.\d{3}, rounds \d+\.\d{3} +"
+                     r"\[(ok|above the 1\.2 goal)\]$", out, re.MULTILINE), out
+    assert not list(tmp_path.iterdir())  # its studies and the server's store went to a temporary folder

@@ -16,6 +16,8 @@ Example:
 from __future__ import annotations
 
 from tuning.tracking._runs import close_study_run, end_dead_runs, reconcile_runs
-from tuning.tracking._tracker import RUN_STATUS, MlflowTracker
+from tuning.tracking._tracker import HTTP_SETTINGS, RUN_STATUS, MlflowTracker
+from tuning.tracking._worker import Worker
 
-__all__ = ["RUN_STATUS", "MlflowTracker", "close_study_run", "end_dead_runs", "reconcile_runs"]
+__all__ = ["HTTP_SETTINGS", "RUN_STATUS", "MlflowTracker", "Worker", "close_study_run", "end_dead_runs",
+           "reconcile_runs"]

@@ -4,7 +4,9 @@ Only explicit run ids are used (never ``mlflow.start_run``'s global run stack), 
 processes can track into the same study at once. Training threads never wait on MLflow: every call goes
 to one background thread per tracker (:mod:`tuning.tracking._worker`), in order. A trial's run is created
 there as soon as the trial starts, and ``trial_finished`` waits for its id (created seconds earlier) so
-that the trial's ``mlflow_run_id`` user attribute is set before Optuna records the trial. Even the trained
+that the trial's ``mlflow_run_id`` user attribute is set before Optuna records the trial; it does not wait
+while the server is down, nor while it refuses connections and the worker is still finding out (MLflow's
+retries of the failing call). Even the trained
 model's summary and ``.keras`` file are written by the worker, while the next trial trains: Keras keeps its
 global state per thread, so the worker reads a finished model safely.
 """
@@ -36,7 +38,7 @@ from tuning.storage import absolute_url, sqlite_path
 from tuning.tracking import _artifacts, _env, _sqlite
 from tuning.tracking._model import BEST_MODEL as _BEST_MODEL
 from tuning.tracking._model import TRIAL_MODEL as _TRIAL_MODEL
-from tuning.tracking._worker import PROBE_SECONDS, Worker, is_connection_error
+from tuning.tracking._worker import Worker, is_connection_error
 from tuning.tracking.tags import (
     PARENT_TAG,
     TAG_BEST_MODEL,
@@ -75,9 +77,15 @@ _MAX_TAG = 5000
 #: the run was created when the trial started, so this only matters when the server is slow; while the server
 #: is unreachable a trial does not wait at all. A trial whose run comes later is linked by its tags.
 RUN_ID_WAIT = 2.0
-#: Longest the end of a study waits for the calls still queued for MLflow when the server is slow or gone;
-#: what is left is listed with the ``tuning sync`` command that back-fills it from the Optuna storage.
+#: Longest the end of a study waits for the calls still queued for MLflow when the server is slow; what is
+#: left is listed with the ``tuning sync`` command that back-fills it from the Optuna storage.
 FLUSH_SECONDS = 30.0
+#: Longest the end of a study waits, when the server is known to be down, for one quick probe of it (the
+#: kept calls are sent if it answers); never longer than the worker's interval between probes.
+END_PROBE_SECONDS = 3.0
+#: Timeout of the TCP connect that tells whether the server takes connections at all (the probe's first step,
+#: and a finishing trial's check before it waits for its run's id).
+CONNECT_SECONDS = 1.0
 #: Longest the end of a study keeps waiting, beyond that, while a server that came back is still being sent
 #: the calls kept during its outage (and sending makes progress).
 CATCH_UP_SECONDS = 120.0
@@ -136,9 +144,9 @@ class MlflowTracker(StudyObserver):
         #: ``models:/NAME/VERSION`` once the study's best model is registered (``register_model``).
         self.registered_uri: str | None = None
         self._secrets = secrets_in_url(self.tracking_uri) + secrets_in_url(storage_url)
-        http = urlsplit(self.tracking_uri).scheme in ("http", "https")
+        self._remote = urlsplit(self.tracking_uri).scheme in ("http", "https")  # a server: it may go away
         self._worker = Worker(
-            "mlflow-tracking", self._secrets, probe=self._answers if http else None, describe=self.uri
+            "mlflow-tracking", self._secrets, probe=self._answers if self._remote else None, describe=self.uri
         )
         self._lock = threading.Lock()
         self._client: MlflowClient | None = None
@@ -274,11 +282,7 @@ class MlflowTracker(StudyObserver):
         self._log_new_params(trial, run)
         with self._lock:
             self._logged_params.pop(trial.number, None)
-        # The run id goes on the trial before Optuna records it: normally created long ago. Bounded wait;
-        # none while the server is unreachable (the run is created, and linked by its tags, when it is back).
-        if not self._worker.offline:
-            with contextlib.suppress(Exception):  # not yet (slow server), or failed (logged by the worker)
-                run.result(timeout=RUN_ID_WAIT)
+        self._wait_for_run_id(run)
         values = [float(v) for v in outcome.values] if outcome.state == COMPLETE and outcome.values else []
         with self._lock:
             self._counts[outcome.state if outcome.state in self._counts else FAILED] += 1
@@ -313,13 +317,18 @@ class MlflowTracker(StudyObserver):
         if not interrupted and _others_running(study):  # the last worker to end ends the study's run
             status = "RUNNING"
         self._worker.submit("finish the study run", self._finish_study, self._parent_id, study, status)
-        remote = urlsplit(self.tracking_uri).scheme in ("http", "https")
-        # Bounded for a server; a server already known down gets one more probe, not the whole wait.
-        complete = self.flush((PROBE_SECONDS if self._worker.offline else FLUSH_SECONDS) if remote else None)
+        if self._remote:
+            # Bounded for a server. One already known down gets one quick probe, then the kept calls are sent
+            # if it answers; no wait at all when a call finds it down meanwhile.
+            if self._worker.offline:
+                self._worker.probe_now(min(END_PROBE_SECONDS, self._worker.probe_seconds))
+            complete = self._worker.flush(FLUSH_SECONDS, until_offline=True)
+        else:
+            complete = self.flush()
         waited = 0.0
         while not complete and not self._worker.offline and waited < CATCH_UP_SECONDS:
             left = self._worker.pending  # the server is back and the worker is sending what it kept
-            complete = self.flush(5.0)
+            complete = self._worker.flush(5.0, until_offline=True)
             waited += 5.0
             if self._worker.pending >= left:
                 break  # no progress in 5 s: stop waiting
@@ -431,24 +440,34 @@ class MlflowTracker(StudyObserver):
         return TrackingError(f"{problem}. Received: {self.uri}. Fix: {fix}.")
 
     def _answers(self) -> bool:
-        """Whether the tracking server answers now (the worker's probe while it is offline)."""
-        parts = urlsplit(self.tracking_uri)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            with socket.create_connection((parts.hostname or "localhost", port), timeout=5):
-                pass
-        except OSError:
+        """Whether the tracking server answers now (the worker's probe while it is offline): a TCP connect with
+        a short timeout, then one light request."""
+        if not self._connects(CONNECT_SECONDS):
             return False
         assert self._client is not None
         self._client.search_experiments(max_results=1)
         return True
 
+    def _connects(self, timeout: float) -> bool:
+        """Whether the tracking server's host and port take a TCP connection within ``timeout`` seconds."""
+        try:
+            self._connect(timeout)
+        except OSError:
+            return False
+        return True
+
+    def _connect(self, timeout: float) -> None:
+        """Open and close a TCP connection to the tracking server; raise OSError when it cannot be opened."""
+        parts = urlsplit(self.tracking_uri)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+            pass
+
     def _check_reachable(self) -> None:
         parts = urlsplit(self.tracking_uri)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            with socket.create_connection((parts.hostname or "localhost", port), timeout=5):
-                pass
+            self._connect(5)
         except OSError as exc:
             raise self._error(
                 "cannot reach the MLflow tracking server",
@@ -572,6 +591,20 @@ class MlflowTracker(StudyObserver):
         if oldest.run_id != mine.run_id:
             client.delete_run(mine.run_id)
         return oldest.run_id
+
+    def _wait_for_run_id(self, run: Future[str]) -> None:
+        """Let a finishing trial's run id reach the trial (the worker sets it) before Optuna records the trial.
+
+        The run was created when the trial started, so it is normally there already. Otherwise this waits at most
+        :data:`RUN_ID_WAIT`, and not at all when the server is down: neither once the worker knows it, nor while
+        the worker's call is still failing (MLflow's retries and back-off would cost seconds): a server that
+        refuses connections is down. A run created later is linked to its trial by its tags.
+        """
+        if run.done() or self._worker.offline:
+            return
+        if self._remote and not self._connects(CONNECT_SECONDS):
+            return
+        self._worker.wait(run, RUN_ID_WAIT)
 
     def _log_new_params(self, trial: optuna.Trial, run: Future[str]) -> None:
         """Log the parameters drawn since the run was created: a hypermodel draws its own while it builds."""
