@@ -36,6 +36,7 @@ from tuning.study._gate import COUNTED_STATES, StudyLock, TotalGate
 from tuning.study._recovery import recover, take_over_stale_trials
 from tuning.study._stop import StopRule
 from tuning.study._workers import announce_ready
+from tuning.tracking import reconcile_runs
 from tuning.trial import FailureGuard, TrialRunner
 
 if TYPE_CHECKING:
@@ -155,19 +156,7 @@ def run(
         backend = open_storage(url, **heartbeat)
     with _quiet_optuna():  # "A new study created in RDB": verbose says it (tuning run has its own summary)
         study = create_or_load(space, backend, _study_name(space, study_name, hypermodel), sampler, pruner)
-    storages.ride_out_restarts(backend)  # from now on a database restart is waited out, not bad input
-    # Trials of dead workers (this host at once, others by heartbeat): failed with their reason, re-run once,
-    # their runs KILLED; by recover() only, here and before every trial (Optuna's own check records no reason).
-    take_over_stale_trials(backend)
-    # Threads (n_jobs > 1) ask for trials in whichever thread is free, not in the one the gate let in.
-    lock = StudyLock(backend, study.study_name) if jobs == 1 else None
-    recover(study, tracking_uri=tracking_uri_used, grace_period=heartbeat["grace_period"], lock=lock)
-    if tracking_uri_used:
-        from tuning.tracking import reconcile_runs
-
-        reconcile_runs(tracking_uri_used, study, grace_period=heartbeat["grace_period"])
-    for params in space.enqueued():
-        study.enqueue_trial(params, skip_if_exists=True)
+    lock = _take_over(study, backend, space, jobs, tracking_uri_used, heartbeat["grace_period"])
 
     observer = ObserverList(hooks)
     runner = TrialRunner(space, dataset, observer, engine, n_jobs=jobs)
@@ -208,6 +197,24 @@ def run(
     if verbose and keeper is not None and keeper.path is not None and keeper.path.exists():
         print(f"Best model: {keeper.path} (keras.saving.load_model; see best_model.json)", file=sys.stderr)
     return study
+
+
+def _take_over(study: optuna.Study, backend: Any, space: SearchSpace, jobs: int, tracking_uri: str | None,
+               grace_period: int) -> StudyLock | None:
+    """Make the opened study this worker's: ride out database restarts, fail and queue again what dead workers
+    left (their MLflow runs ended), queue the baselines; returns the study's lock (None for ``n_jobs`` threads)."""
+    storages.ride_out_restarts(backend)  # from now on a database restart is waited out, not bad input
+    # Trials of dead workers (this host at once, others by heartbeat): failed with their reason, re-run once,
+    # their runs KILLED; by recover() only, here and before every trial (Optuna's own check records no reason).
+    take_over_stale_trials(backend)
+    # Threads (n_jobs > 1) ask for trials in whichever thread is free, not in the one the gate let in.
+    lock = StudyLock(backend, study.study_name) if jobs == 1 else None
+    recover(study, tracking_uri=tracking_uri, grace_period=grace_period, lock=lock)
+    if tracking_uri:
+        reconcile_runs(tracking_uri, study, grace_period=grace_period)
+    for params in space.enqueued():
+        study.enqueue_trial(params, skip_if_exists=True)
+    return lock
 
 
 def _optimize(study: optuna.Study, engine: Engine, runner: TrialRunner, gate: TotalGate, guard: FailureGuard,
