@@ -610,7 +610,7 @@ def _engine(raw: Mapping[str, Any], values: Mapping[str, Any], objectives: tuple
                  fix="remove them (--set study.enqueue=[]), or set study.engine: optuna")
     if values.get("n_jobs", 1) > 1:
         errs.add("study.n_jobs", "the keras_tuner engine runs one trial at a time", received=values["n_jobs"],
-                 fix="remove it (start several processes on one storage with the Optuna engine instead)")
+                 fix="remove it (tuning run --workers N runs several KerasTuner searches into one study)")
     if len(objectives) > 1:
         errs.add("objective", "the keras_tuner engine optimizes one objective",
                  received=[o.metric for o in objectives], fix="keep one objective, or set study.engine: optuna")
