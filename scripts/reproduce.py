@@ -175,21 +175,24 @@ def best_study_row(storage: str) -> dict[str, Any] | None:
         return None
     start = min(t.datetime_start for t in study.trials if t.datetime_start)
     best = None
-    reached: dict[float, float] = {}
+    reached: dict[float, tuple[float, int]] = {}  # threshold → (seconds, the trial whose model reached it)
     for trial in finished:
         if best is None or trial.value > best.value:
             best = trial
         for threshold in THRESHOLDS:
             if threshold not in reached and best.user_attrs.get(records.TEST_ACCURACY, 0) >= threshold:
-                reached[threshold] = (trial.datetime_complete - start).total_seconds()
+                reached[threshold] = ((trial.datetime_complete - start).total_seconds(), best.number)
     assert best is not None
     last = max(t.datetime_complete for t in study.trials if t.datetime_complete)
-    times = ", ".join(f"{th:.1%}: " + (f"{reached[th] / 60:.0f} min" if th in reached else "not reached")
-                      for th in THRESHOLDS)
+    times = ", ".join(f"{th:.1%}: " + (f"{reached[th][0] / 60:.0f} min (trial {reached[th][1]})" if th in reached
+                                       else "not reached") for th in THRESHOLDS)
     accuracy = best.user_attrs.get(records.TEST_ACCURACY)
     return {"result": f"{accuracy:.2%}" if accuracy is not None else "—", "accuracy": accuracy,
             "trials": len(study.trials), "minutes": f"{(last - start).total_seconds() / 60:.0f}",
-            "epochs": best.user_attrs.get("epochs", "?"), "times": times,
+            "epochs": best.user_attrs.get("epochs", "?"), "times": times, "best_trial": best.number,
+            # baselines given in advance (study.enqueue): queued trials that are not a retry or a promotion
+            "enqueued": sum(t.system_attrs.get("fixed_params") is not None and records.RETRY_OF not in t.user_attrs
+                            and records.CONTINUES not in t.user_attrs for t in study.trials),
             "precision": best.user_attrs.get("precision", "float32")}
 
 
@@ -220,7 +223,8 @@ def write_table(rows: list[tuple[Story, dict[str, Any] | None]], best: dict[str,
             f"{verdict('99.5%', best['accuracy'])} | {best['trials']} trials | {best['epochs']} | "
             f"{best['minutes']} (study) | {best['precision']} | `scripts/tune.sh search_spaces/mnist_best.yaml` |",
             "",
-            f"`mnist_best`, time from its first trial to its best model's test accuracy: {best['times']}.",
+            f"`mnist_best`, time from its first trial to its best model's test accuracy: {best['times']}. Its best "
+            f"model is trial {best['best_trial']}'s; configurations given in advance: {best['enqueued'] or 'none'}.",
         ]
     lines += ["", *NOTES]
     out.parent.mkdir(parents=True, exist_ok=True)
