@@ -13,6 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The tests' mlflow servers (and the README's `mlflow ui`) start without MLflow's job runner: it serves GenAI jobs
+# the toolkit never submits, and each start of it costs about 20 s of CPU on this 2-core machine.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
 
 def _data_dir() -> str | None:
     env = os.environ.get("TUNING_DATA_DIR")

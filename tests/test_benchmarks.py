@@ -60,7 +60,7 @@ def test_bench_time_to_accuracy_interleaves_contenders_and_prints_the_ratio(
 
 
 def test_bench_time_to_accuracy_runs_the_mlp_space_too(mnist_dir: str | None, tmp_path: Path) -> None:
-    out = run_script("bench_time_to_accuracy.py", "--space", "mlp", "--budget", "10", "--seeds", "0",
+    out = run_script("bench_time_to_accuracy.py", "--space", "mlp", "--budget", "30", "--seeds", "0",
                      "--contenders", "toolkit_sh", mnist_dir=mnist_dir, cwd=tmp_path)
     assert out.startswith("space mlp;"), out
     assert re.search(r"^toolkit_sh +0 +[1-9]\d* +[1-9]\d* +[01]\.\d{4}", out, re.MULTILINE), out  # it trained

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import servers
 import yaml
@@ -264,7 +265,7 @@ def test_kept_calls_are_sent_when_the_server_is_back_and_every_run_ends_with_its
     assert parents[0].data.metrics["trials.complete"] == complete
 
 
-def test_a_server_that_never_comes_back_costs_one_quick_probe_at_the_end_and_the_sync_hint(
+def test_a_server_that_never_comes_back_costs_one_quick_probe_at_the_end_and_sync_backfills_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from tuning import study as studies
@@ -303,3 +304,24 @@ def test_a_server_that_never_comes_back_costs_one_quick_probe_at_the_end_and_the
     assert noticed < tap.probes[0].at < hint < ended
     assert [w for w in tap.waits if w.at >= outage.killed] == []
     assert "Traceback" not in caplog.text
+
+    # The server comes back: the hint's `tuning sync` back-fills every run, ended as live tracking would have.
+    from mlflow import MlflowClient
+
+    server.start()
+    try:
+        storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+        assert main(["sync", "gone", "--storage", storage, "--tracking-uri", server.url]) == 0
+        client = MlflowClient(server.url)
+        runs = client.search_runs([client.get_experiment_by_name("gone").experiment_id], max_results=100)
+    finally:
+        server.kill()
+    trials = {int(r.data.tags["optuna.trial_number"]): r for r in runs if r.data.tags.get("tuning.role") == "trial"}
+    study = optuna.load_study(study_name="gone", storage=storage)
+    assert sorted(trials) == [t.number for t in study.trials] == list(range(5))
+    for frozen in study.trials:
+        state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[frozen.state.name]
+        assert trials[frozen.number].info.status == tracking.RUN_STATUS[state], frozen.number
+        if state == "complete":
+            assert trials[frozen.number].data.metrics["final.val_accuracy"] == pytest.approx(frozen.value)
+    assert [r.info.status for r in runs if r.data.tags.get("tuning.role") == "study"] == ["FINISHED"]
