@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         mine = [r for r in results if r["contender"] == name]
         cells = []
-        for c in [*marks, args.budget]:
+        for c in sorted({*marks, args.budget}):  # the budget is also a mark when it is 60, 120 or 300 s
             at = [best_at(r["curve"], c) for r in mine]
             label = "end" if c == args.budget else f"{c:.0f}s"
             cells.append(f"{label} {statistics.median(at):.4f} [{min(at):.4f}, {max(at):.4f}]")
