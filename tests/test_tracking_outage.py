@@ -46,12 +46,14 @@ GUARD_SECONDS = 300
 
 @dataclass
 class Event:
-    """Something that happened in this process: when (time.monotonic), in which thread, what."""
+    """Something that happened in this process: when (time.monotonic), in which thread, what; for an HTTP
+    attempt also when it ended (a urllib3 retry is made from inside the attempt it retries)."""
 
     at: float
     thread: str
     what: str
     result: Any = None
+    ended: float = float("nan")
 
 
 @dataclass
@@ -88,9 +90,17 @@ def wiretap(port: int, probe_seconds: float) -> Iterator[Wiretap]:
     answers, wait = tracking.MlflowTracker._answers, tracking.Worker.wait
 
     def tapped_urlopen(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if self.port == port:  # a retry comes back through here: each attempt is one event
-            _note(tap.http, f"{method} {url}")
-        return urlopen(self, method, url, *args, **kwargs)
+        if self.port != port:
+            return urlopen(self, method, url, *args, **kwargs)
+        # a retry comes back through here: each attempt is one event
+        event = Event(time.monotonic(), threading.current_thread().name, f"{method} {url}", result="raised")
+        tap.http.append(event)
+        try:
+            response = urlopen(self, method, url, *args, **kwargs)
+            event.result = "answered"
+            return response
+        finally:
+            event.ended = time.monotonic()
 
     def tapped_connect(address: Any, *args: Any, **kwargs: Any) -> Any:
         if address[1] == port:
@@ -165,12 +175,13 @@ class Outage(StudyObserver):
 
     def __init__(self, server: Server, tap: Wiretap, restart_at: int | None, probes: int = 2) -> None:
         self.server, self.tap, self.restart_at, self.probes = server, tap, restart_at, probes
-        self.killed = self.restarting = self.back = float("nan")
+        self.killing = self.killed = self.restarting = self.back = float("nan")
 
     def trial_finished(self, trial: Any, outcome: Any) -> None:
         if trial.number == KILL_AT:
+            self.killing = time.monotonic()  # a call in flight may notice the kill before kill() returns
             self.server.kill()
-            self.killed = time.monotonic()
+            self.killed = time.monotonic()  # the port refuses connections from here on
         elif trial.number == CONFIRM_AT:
             _wait_until(lambda: any("does not answer" in w.what for w in self.tap.warnings)
                         and sum(p.result is False for p in self.tap.probes) >= self.probes,
@@ -219,11 +230,13 @@ def test_while_the_server_is_down_only_probes_reach_it_and_no_trial_waits(story:
     tap, outage = story.tap, story.outage
     assert outage.killed < outage.restarting < outage.back, "the outage did not happen as planned"
     noticed = tap.first("does not answer")
-    assert outage.killed < noticed < outage.restarting
+    assert outage.killing < noticed < outage.restarting
     # The first failing call (with MLflow's own retries of it) is all that was sent to the dead server; once the
     # worker marked it down, nothing else was: the probe's TCP connect was refused, so not even its request.
-    failing = [e for e in story.down(tap.http) if e.at < noticed]
+    # That call may have been in flight when the kill came (then the worker can notice before kill() returns).
+    failing = [e for e in tap.http if e.ended >= outage.killing and e.at < noticed]
     assert failing, "no call reached the dead server: the outage was not exercised"
+    assert {e.result for e in failing} == {"raised"}, failing
     assert {e.thread for e in failing} == {"mlflow-tracking"}
     assert len({e.what for e in failing}) == 1, failing  # one call ...
     assert len(failing) <= 1 + int(tracking.HTTP_SETTINGS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]), failing  # ... retried
