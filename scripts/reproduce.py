@@ -232,16 +232,22 @@ def write_table(rows: list[tuple[Story, dict[str, Any] | None]], best: dict[str,
 
 
 def verdict(figure: str, accuracy: float | None) -> str:
-    """Whether the toolkit's test accuracy beat a story's figure ("99.22%"); "—" where there is none to beat.
+    """Whether the toolkit's test accuracy beat a story's figure ("99.22%"), compared at the figure's own
+    precision (Keras's float32 accuracy 9,922/10,000 reads 0.99220002: a tie, not a win); "—" where there is
+    none to beat.
 
     Example:
-        >>> verdict("99.22%", 0.9930), verdict("99.22%", 0.9901), verdict("not quoted", 0.98)
-        ('yes', 'no', '—')
+        >>> verdict("99.22%", 0.9930), verdict("99.22%", 0.9922000169754028), verdict("99.22%", 0.9901)
+        ('yes', 'tied', 'no')
+        >>> verdict("not quoted", 0.98)
+        '—'
     """
-    match = re.match(r"(\d+(?:\.\d+)?)%", figure)
+    match = re.match(r"(\d+)(?:\.(\d+))?%", figure)
     if match is None or accuracy is None:
         return "—"
-    return "yes" if accuracy * 100 > float(match.group(1)) else "no"
+    decimals = len(match.group(2) or "")
+    measured, quoted = round(accuracy * 100, decimals), float(match.group(0)[:-1])
+    return "yes" if measured > quoted else "tied" if measured == quoted else "no"
 
 
 def finished_trials(storage: str, name: str) -> list[Any] | None:
