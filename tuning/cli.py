@@ -126,7 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("Interrupted before anything started; nothing was written.\n")
         return 130
     try:
-        return _COMMANDS[args.command](args, console)
+        try:
+            return _COMMANDS[args.command](args, console)
+        except Exception:
+            if _signals.received:  # a Ctrl-C that a library turned into an error of its own (SQLAlchemy's
+                raise KeyboardInterrupt from None  # "Can't reconnect until invalid transaction is rolled back")
+            raise
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", None)
         if signum is None:  # before the study's first trial (or a command that runs no trials)

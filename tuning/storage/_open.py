@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -303,7 +304,7 @@ def storage_failure(url: str, exc: BaseException, *, while_doing: str = "writing
     text = str(exc).lower()
     path = sqlite_path(url)
     where = f" (file {path.resolve()})" if path is not None else ""
-    if "full" in text or "no space" in text or "too large" in text:
+    if disk_is_full(exc):
         cause = "the disk is full"
         fix = "free space on that disk (or move the storage with --storage), then run the same command to resume"
     elif "disk i/o error" in text:
@@ -322,6 +323,25 @@ def storage_failure(url: str, exc: BaseException, *, while_doing: str = "writing
         f"the Optuna storage {redact_url(url)} failed while {while_doing}{where}: {cause}. Trials that finished "
         f"before are kept in it. Fix: {fix}."
     )
+
+
+#: What SQLite, the OS and SQLAlchemy say when a write finds no room (words, not "full": SQLAlchemy's "Please
+#: rollback() fully" is not a full disk).
+_DISK_FULL = ("database or disk is full", "no space left", "disk full", "file too large", "quota exceeded")
+
+
+def disk_is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the database error inside it) says the disk or a file size limit ran out of room.
+
+    Example:
+        >>> disk_is_full(OSError(28, "No space left on device")), disk_is_full(RuntimeError("rollback() fully"))
+        (True, False)
+    """
+    exc = _database_error(exc) or exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return any(words in text for words in _DISK_FULL)
 
 
 def is_storage_failure(exc: BaseException) -> bool:

@@ -34,7 +34,7 @@ from tuning._defaults import TRACKING_FILE
 from tuning.errors import TrackingError
 from tuning.observers import COMPLETE, FAILED, INTERRUPTED, PRUNED, StudyObserver, TrialOutcome
 from tuning.redact import redact_text, redact_url, secrets_in_url
-from tuning.storage import absolute_url, sqlite_path
+from tuning.storage import absolute_url, disk_is_full, sqlite_path
 from tuning.tracking import _artifacts, _env, _sqlite
 from tuning.tracking._model import BEST_MODEL as _BEST_MODEL
 from tuning.tracking._model import TRIAL_MODEL as _TRIAL_MODEL
@@ -214,7 +214,7 @@ class MlflowTracker(StudyObserver):
                     "a full disk)", exc, fix=f"if it holds no runs you need, delete {path} and run again; or pass "
                     "another --tracking-uri",
                 ) from None
-            if path is not None and "full" in str(exc).lower():
+            if path is not None and disk_is_full(exc):
                 raise self._error(
                     "cannot create the MLflow database", exc, fix=f"free space on the disk holding {path.parent} "
                     "(nothing was left behind), or pass another --tracking-uri or --no-tracking",
