@@ -60,7 +60,7 @@ def test_bench_time_to_accuracy_interleaves_contenders_and_prints_the_ratio(
 
 
 def test_bench_time_to_accuracy_runs_the_mlp_space_too(mnist_dir: str | None, tmp_path: Path) -> None:
-    out = run_script("bench_time_to_accuracy.py", "--space", "mlp", "--budget", "30", "--seeds", "0",
+    out = run_script("bench_time_to_accuracy.py", "--space", "mlp", "--budget", "12", "--seeds", "0",
                      "--contenders", "toolkit_sh", mnist_dir=mnist_dir, cwd=tmp_path)
     assert out.startswith("space mlp;"), out
     assert re.search(r"^toolkit_sh +0 +[1-9]\d* +[1-9]\d* +[01]\.\d{4}", out, re.MULTILINE), out  # it trained
@@ -78,9 +78,9 @@ def test_bench_throughput_prints_images_per_second_against_the_tutorial_setup(
 
 
 def test_bench_throughput_races_the_tutorial_setup_to_a_test_accuracy(mnist_dir: str | None, tmp_path: Path) -> None:
-    out = run_script("bench_throughput.py", "--to-accuracy", "0.5", "--max-epochs", "2", "--images", "3000",
+    out = run_script("bench_throughput.py", "--to-accuracy", "0.5", "--max-epochs", "2", "--images", "1500",
                      mnist_dir=mnist_dir, cwd=tmp_path)
-    assert "2970 training images, 10000 test images; target test accuracy 50.00%" in out, out
+    assert "1485 training images, 10000 test images; target test accuracy 50.00%" in out, out
     for name in ("tutorial", "toolkit"):
         epochs = re.findall(rf"^{name} +epoch (\d): +\d+\.\d s, test accuracy (0\.\d{{4}})$", out, re.MULTILINE)
         assert [int(n) for n, _ in epochs] == list(range(1, len(epochs) + 1)) and 1 <= len(epochs) <= 2, out
@@ -94,8 +94,8 @@ def test_bench_throughput_races_the_tutorial_setup_to_a_test_accuracy(mnist_dir:
 def test_bench_dead_server_prints_the_ratio_tracked_with_the_server_killed_over_untracked(
     mnist_dir: str | None, tmp_path: Path
 ) -> None:
-    out = run_script("bench_dead_server.py", "--rounds", "1", "--trials", "3", "--train-size", "300",
-                     mnist_dir=mnist_dir, cwd=tmp_path)
+    out = run_script("bench_dead_server.py", "--rounds", "1", "--trials", "2", "--kill-after", "0",
+                     "--train-size", "300", mnist_dir=mnist_dir, cwd=tmp_path)
     assert re.search(r"^round 1: untracked \d+\.\d s, tracked with the server killed \d+\.\d s = \d\.\d{3}$", out,
                      re.MULTILINE), out
     assert re.search(r"^  extra seconds \(tracked-dead - untracked\): start-up [+-]\d+\.\d, .*, end [+-]\d+\.\d$", out,
