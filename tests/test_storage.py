@@ -171,3 +171,38 @@ def test_processes_starting_together_in_an_empty_folder_all_succeed(tmp_path: Pa
             assert crash not in err, err
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")
     assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 3
+
+
+def _in_another_process(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow  # trains, and starts processes
+def test_a_second_run_in_one_process_keeps_the_storage_shared_with_other_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found while scripts/reproduce.py ran its stories one after another in one process and `sqlite3` read the
+    # storage from a shell: the next story's start opened the database file to read its first bytes, which (POSIX
+    # locks are per process) dropped the locks of the connection still open from the story before; the shell's
+    # reader, closing, then believed it was the last user and deleted the write-ahead log under the running study.
+    # A trial that finished afterwards was written into the deleted log: lost, the trial stayed RUNNING.
+    import tuning
+
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "optuna.db"
+    url = f"sqlite:///{db}"
+    first = tuning.run(tiny_space(study={"name": "first", "n_trials": 1}), storage=url, tracking=False,
+                       data_dir=MNIST_DIR)  # its storage stays open in this process, as in a notebook
+    tuning.run(tiny_space(study={"name": "second", "n_trials": 1}), storage=url, tracking=False, data_dir=MNIST_DIR)
+
+    # Another process reads the storage and closes it: optuna-dashboard, a notebook, `sqlite3` in a shell.
+    listed = _in_another_process(f"import optuna; print(optuna.get_all_study_names({url!r}))")
+    assert "second" in listed
+
+    first.set_user_attr("written_after_the_reader", True)  # a write from this process ...
+    seen = _in_another_process(
+        f"import optuna; print(optuna.load_study(study_name='first', storage={url!r}).user_attrs)")
+    assert "written_after_the_reader" in seen  # ... that every other process sees

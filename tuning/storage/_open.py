@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 #: Tables every Optuna RDB storage has; a SQLite file without them is not an Optuna storage.
 OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def resolve_url(url: str | None) -> str:
@@ -402,20 +401,14 @@ def _mkstemp(folder: Path) -> tuple[int, str]:
 
 
 def _sqlite_tables(path: Path, shown: str) -> set[str]:
-    """The table names of a SQLite file, read with ``mode=ro``; a file that is not SQLite raises StorageError."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(_SQLITE_MAGIC))
-    except OSError as exc:
-        raise StorageError(f"cannot read the SQLite storage {path}: {exc}. Received: {shown}. "
-                           "Fix: check its permissions.") from None
-    if head and head != _SQLITE_MAGIC:
-        raise StorageError(
-            f"{path} is not a SQLite database (it starts with {head[:8]!r}). Received: {shown}. "
-            "Fix: pass --storage with the path of an Optuna storage, or a new file name to create one."
-        )
-    if not head:
-        return set()  # an empty file: SQLite treats it as a new database
+    """The table names of a SQLite file, read by SQLite with ``mode=ro``; a file that is not SQLite, cannot be read
+    or is damaged raises StorageError.
+
+    Only SQLite opens the file here, never Python's ``open()``: POSIX record locks belong to the process, and
+    closing any other descriptor of the file drops the locks of every SQLite connection the process holds on it
+    (a study run before in the same notebook or script). Another process closing its own connection then takes
+    itself for the database's last user and deletes the write-ahead log under them: what they write next is lost.
+    """
     try:
         connection = sqlite3.connect(_read_only_uri(path), uri=True)
         try:
@@ -427,11 +420,31 @@ def _sqlite_tables(path: Path, shown: str) -> set[str]:
         if verdict != "ok":
             raise sqlite3.DatabaseError(verdict)
     except sqlite3.DatabaseError as exc:
+        reason = getattr(exc, "sqlite_errorname", "")
+        if reason == "SQLITE_NOTADB":
+            raise _not_sqlite(path, shown) from None
+        if reason == "SQLITE_CANTOPEN":
+            raise StorageError(f"cannot read the SQLite storage {path} ({exc}). Received: {shown}. "
+                               "Fix: check its permissions.") from None
         raise StorageError(
             f"{path} is a damaged SQLite database ({str(exc)[:200]}). Received: {shown}. "
             "Fix: restore it from a backup, or pass --storage with a new file name."
         ) from None
     return {name for (name,) in rows}
+
+
+def _not_sqlite(path: Path, shown: str) -> StorageError:
+    """The error for a file SQLite refused as not a database, quoting its first bytes (safe to read with ``open()``
+    now: no SQLite connection can hold locks on it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        head = b""
+    return StorageError(
+        f"{path} is not a SQLite database" + (f" (it starts with {head!r})" if head else "") + f". Received: {shown}. "
+        "Fix: pass --storage with the path of an Optuna storage, or a new file name to create one."
+    )
 
 
 def _read_only_uri(path: Path) -> str:
