@@ -11,7 +11,7 @@ The table also gets a row for ``search_spaces/mnist_best.yaml`` when its study (
 storage: run ``scripts/tune.sh search_spaces/mnist_best.yaml --register-model mnist_best`` first.
 
 Usage:
-    TUNING_DATA_DIR=../shared/datasets python scripts/reproduce.py          # every story (about an hour here)
+    TUNING_DATA_DIR=../shared/datasets python scripts/reproduce.py          # every story (about 1¾ hours here)
     python scripts/reproduce.py --only tf_tutorial,pytorch_cnn --seeds 3    # some rows again, other seeds
     python scripts/reproduce.py --table                                     # rewrite the table, train nothing
     python scripts/reproduce.py --quick      # 1,000 images, 1 epoch, one seed, tracking off: what the tests run
@@ -47,8 +47,8 @@ NOTES = [
     "",
     "- Training length: the TensorFlow tutorial trained 20,000 steps of 50 images. Its row and its table's rows train "
     "exactly that here: 20 epochs of 50,000 training images (10,000 held out for validation; the tutorial's "
-    "figures come from 55,000), at a constant rate, in this machine's `train.precision: auto` (the precision "
-    "column says what it resolved to). The other rows use 54,000 training images and float32, as measured first.",
+    "figures come from 55,000), at a constant rate. The other rows use 54,000 training images. Every row runs in "
+    "this machine's `train.precision: auto` (the precision column says what it resolved to).",
     "- The Keras tutorial's own accuracies per step are not quoted in the story this toolkit started from: its rows "
     "show what each step gives here, 3 seeds each (1 for the 50-epoch steps).",
     "- The NumPy CNN's layer list (conv, pool, dropout, flatten, dense) is built as one conv block of 8 3×3 filters, "
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated story keys to train (default: all): " +
                         ", ".join(s.key for s in STORIES))
     parser.add_argument("--seeds", type=int, help="seeds per story (default: 3 for the MLPs of 10 epochs and the "
-                        "NumPy CNN, 1 for the others: about an hour in all on 2 cores)")
+                        "NumPy CNN, 1 for the others: about 1¾ hours in all on 2 cores)")
     parser.add_argument("--quick", action="store_true",
                         help="1,000 images, 1 epoch, one seed, no tracking: minutes, not the reproduction")
     parser.add_argument("--table", action="store_true", help="train nothing: write the table from the storage")
