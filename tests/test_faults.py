@@ -72,21 +72,29 @@ def build_model(hp):
 """
 
 
-@pytest.mark.slow
-def test_a_ctrl_c_swallowed_before_the_study_starts_still_stops_the_command(tmp_path: Path) -> None:
-    (tmp_path / "slow_model.py").write_text(_SLOW_FINALIZER_MODEL)
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({**tiny_space(study={"n_trials": 30}),
-                                     "model": {"family": "hypermodel", "hypermodel": "slow_model.py:build_model"}}))
-    proc = subprocess.Popen(_tuning("run", str(space)), cwd=tmp_path, stdout=subprocess.PIPE,
+def _ctrl_c_once_the_hypermodel_touches(folder: Path, source: str, marker: str, **overrides: object) -> tuple[int, str]:
+    """Run a study of the hypermodel ``source`` (its module written to ``folder``), send one Ctrl-C as soon as the
+    module creates the file ``marker``; the exit code and stderr."""
+    (folder / "user_model.py").write_text(source)
+    space = folder / "space.yaml"
+    model = {"family": "hypermodel", "hypermodel": "user_model.py:build_model"}
+    space.write_text(yaml.safe_dump({**tiny_space(**overrides), "model": model}))
+    proc = subprocess.Popen(_tuning("run", str(space)), cwd=folder, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=subprocess_env(MNIST_DIR))
-    while not (tmp_path / "in_finalizer").exists():
+    while not (folder / marker).exists():
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
 
-    assert proc.returncode == 130, err  # not a whole study run after the user pressed Ctrl-C
+
+@pytest.mark.slow
+def test_a_ctrl_c_swallowed_before_the_study_starts_still_stops_the_command(tmp_path: Path) -> None:
+    returncode, err = _ctrl_c_once_the_hypermodel_touches(tmp_path, _SLOW_FINALIZER_MODEL, "in_finalizer",
+                                                          study={"n_trials": 30})
+
+    assert returncode == 130, err  # not a whole study run after the user pressed Ctrl-C
     assert "No trial had started" in err and "Traceback" not in err, err
 
 
@@ -110,19 +118,9 @@ def build_model(hp):
 def test_a_ctrl_c_that_a_library_turns_into_its_own_error_is_reported_as_the_interruption(tmp_path: Path) -> None:
     import optuna
 
-    (tmp_path / "converting_model.py").write_text(_CONVERTING_MODEL)
-    space = tmp_path / "space.yaml"
-    model = {"family": "hypermodel", "hypermodel": "converting_model.py:build_model"}
-    space.write_text(yaml.safe_dump({**tiny_space(), "model": model}))
-    proc = subprocess.Popen(_tuning("run", str(space)), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=subprocess_env(MNIST_DIR))
-    while not (tmp_path / "building").exists():
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    returncode, err = _ctrl_c_once_the_hypermodel_touches(tmp_path, _CONVERTING_MODEL, "building")
 
-    assert proc.returncode == 130, err  # not exit 2 with the library's error blamed on the user's input
+    assert returncode == 130, err  # not exit 2 with the library's error blamed on the user's input
     assert "Interrupted" in err and "rolled back" not in err and "Traceback" not in err, err
     storage = tmp_path / "mlruns" / "optuna.db"
     if storage.exists():  # nothing half-written: no trial stored for a build that never finished
