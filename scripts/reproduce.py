@@ -42,6 +42,8 @@ TUTORIAL_TRAIN = {"batch_size": 50, "optimizer": "adam", "learning_rate": 1e-4, 
 TUTORIAL_DATA = {"validation_split": 1 / 6}
 MLP_TRAIN = {"batch_size": 128, "optimizer": "adam", "learning_rate": 1e-3}
 BEST_STUDY = "mnist_best"
+#: Its goal, compared at two decimals: 99.47% reads as 99.5% at one decimal, a tie with a goal it missed.
+BEST_GOAL = "99.50%"
 NOTES = [
     "Notes:",
     "",
@@ -219,8 +221,8 @@ def write_table(rows: list[tuple[Story, dict[str, Any] | None]], best: dict[str,
                      f"{row['seeds']} | {row['epochs']} | {row['minutes']} | {row['precision']} | `{story.key}` |")
     if best is not None:
         lines += [
-            f"| `search_spaces/mnist_best.yaml`: a study, its best model | 99.5% (the goal) | {best['result']} | "
-            f"{verdict('99.5%', best['accuracy'])} | {best['trials']} trials | {best['epochs']} | "
+            f"| `search_spaces/mnist_best.yaml`: a study, its best model | 99.50% (the goal) | {best['result']} | "
+            f"{verdict(BEST_GOAL, best['accuracy'])} | {best['trials']} trials | {best['epochs']} | "
             f"{best['minutes']} (study) | {best['precision']} | `scripts/tune.sh search_spaces/mnist_best.yaml` |",
             "",
             f"`mnist_best`, time from its first trial to its best model's test accuracy: {best['times']}. Its best "
@@ -239,6 +241,8 @@ def verdict(figure: str, accuracy: float | None) -> str:
     Example:
         >>> verdict("99.22%", 0.9930), verdict("99.22%", 0.9922000169754028), verdict("99.22%", 0.9901)
         ('yes', 'tied', 'no')
+        >>> verdict("99.50%", 0.9947)  # a goal missed by 0.03 points, though 99.47% reads as 99.5%
+        'no'
         >>> verdict("not quoted", 0.98)
         '—'
     """
