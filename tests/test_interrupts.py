@@ -399,3 +399,59 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study_and_prints_no_t
     storage = studies.open_storage("sqlite:///mlruns/optuna.db")
     trials = optuna.load_study(study_name="swallowed", storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE]  # stopped after the trial the signal came in
+
+
+class _WrappedByCCode:
+    """What C code does with a Ctrl-C it meets: TensorFlow's ``Flatten``, interrupted while it imports, raises
+    ``SystemError: <built-in function __import__> returned a result with an exception set``, caused by the
+    ``KeyboardInterrupt`` (seen in CI: a worker printed that traceback after one Ctrl-C)."""
+
+    def __del__(self) -> None:
+        _ctrl_c_as_system_error()
+
+
+def _ctrl_c_as_system_error() -> None:
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs at the next check
+            pass
+    except KeyboardInterrupt as ctrl_c:
+        raise SystemError("<built-in function __import__> returned a result with an exception set") from ctrl_c
+
+
+class _WrappedSignalFromFinalizer(StudyObserver):
+    def trial_finished(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        if trial.number == 0:
+            _WrappedByCCode()
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_that_c_code_wraps_in_its_own_error_in_a_finalizer_prints_no_traceback(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    space = tiny_space(study={"name": "wrapped", "n_trials": 3, "seed": 0, "pruner": "none"})
+    unraisable: list[Any] = []  # what Python would print as a traceback
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run(space, tracking=False, observers=[_WrappedSignalFromFinalizer()])
+
+    assert [u.exc_value for u in unraisable] == []
+    trials = optuna.load_study(study_name="wrapped", storage="sqlite:///mlruns/optuna.db").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE]  # stopped after the trial the signal came in
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_that_a_library_turns_into_its_own_error_mid_trial_is_an_interruption(workdir: Path) -> None:
+    space = tiny_space(study={"name": "wrapped_mid_trial", "n_trials": 2, "seed": 0, "pruner": "none"})
+
+    def build(config: Any) -> Any:
+        _ctrl_c_as_system_error()  # a Ctrl-C while the trial builds its model, re-raised by C code as its own
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        tuning.run(space, tracking=False, build_fn=build)
+
+    assert getattr(stopped.value, "signum", None) == signal.SIGINT  # the command exits 130 and says "Interrupted."
+    (trial, retry) = optuna.load_study(study_name="wrapped_mid_trial", storage="sqlite:///mlruns/optuna.db").trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs[records.REASON] == "interrupted"
+    assert retry.state == TrialState.WAITING and retry.user_attrs[records.RETRY_OF] == 0  # runs first on resume

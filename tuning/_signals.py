@@ -61,10 +61,11 @@ def install() -> None:
 
 def quiet_on_ctrl_c(previous: Callable[[Any], None]) -> Callable[[Any], None]:
     """An ``sys.unraisablehook`` that passes everything to ``previous`` except a swallowed Ctrl-C (any
-    ``KeyboardInterrupt``, :class:`Interrupted` included): that one is remembered, not printed."""
+    ``KeyboardInterrupt``, :class:`Interrupted` included, also one that C code wrapped in an error of its own,
+    see :func:`caused_by_signal`): that one is remembered, not printed."""
 
     def hook(unraisable: Any) -> None:
-        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        if not caused_by_signal(unraisable.exc_value):
             previous(unraisable)
 
     hook._keeps_quiet_on_ctrl_c = True  # type: ignore[attr-defined]
@@ -110,6 +111,46 @@ def raise_interrupted(signum: int, frame: Any) -> None:
     received.append(signum)
     if not _deferring.is_set():
         raise Interrupted(signum)
+
+
+def caused_by_signal(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a Ctrl-C or SIGTERM, itself or in disguise: a ``KeyboardInterrupt`` that C code turned
+    into an error of its own (TensorFlow's ``Flatten``, hit while it imports: ``SystemError: <built-in function
+    __import__> returned a result with an exception set``), found as the error's cause or context.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise KeyboardInterrupt
+        ...     except KeyboardInterrupt as ctrl_c:
+        ...         raise SystemError("__import__ returned a result with an exception set") from ctrl_c
+        ... except SystemError as error:
+        ...     caused_by_signal(error), caused_by_signal(ValueError("a real error"))
+        (True, False)
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def interruption(exc: BaseException) -> Interrupted | None:
+    """The :class:`Interrupted` that ``exc`` stands for, or ``None`` for a real error: a library error raised
+    after a signal came (:data:`received`), or one a signal caused (:func:`caused_by_signal`), is the signal.
+
+    Example:
+        >>> received.clear()
+        >>> interruption(ValueError("a real error")) is None
+        True
+    """
+    if isinstance(exc, Interrupted):
+        return exc
+    if received or caused_by_signal(exc):
+        return Interrupted(received[-1] if received else signal.SIGINT)
+    return None
 
 
 def stop_if_signalled(*_: Any) -> None:

@@ -128,9 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             return _COMMANDS[args.command](args, console)
-        except Exception:
-            if _signals.received:  # a Ctrl-C that a library turned into an error of its own (SQLAlchemy's
-                raise KeyboardInterrupt from None  # "Can't reconnect until invalid transaction is rolled back")
+        except Exception as exc:
+            if _signals.received or _signals.caused_by_signal(exc):  # a Ctrl-C that a library turned into an
+                raise KeyboardInterrupt from None  # error of its own (SQLAlchemy's "Can't reconnect until ...")
             raise
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", None)

@@ -161,11 +161,12 @@ class TrialRunner:
             if values and worth_testing(trial.study, values, self.space.study.test_on):
                 result.test_accuracy = test_accuracy(result.model, self.data, plan.config.train.batch_size)
         except KeyboardInterrupt:
-            self._finish(trial, TrialOutcome(INTERRUPTED, reason=INTERRUPTED), started=plan is not None)
-            # Its configuration runs again first when the study is resumed.
-            trial.study.enqueue_trial(trial.params, user_attrs={records.RETRY_OF: trial.number})
+            self._interrupted(trial, started=plan is not None)
             raise
         except Exception as exc:
+            if (interrupt := _signals.interruption(exc)) is not None:  # a Ctrl-C that a library turned into
+                self._interrupted(trial, started=plan is not None)  # an error of its own
+                raise interrupt from exc
             self._finish(trial, TrialOutcome(FAILED, reason=describe_failure(exc)), started=plan is not None)
             raise
         attrs: dict[str, Any] = {
@@ -204,6 +205,11 @@ class TrialRunner:
             return None
 
         return on_epoch
+
+    def _interrupted(self, trial: optuna.Trial, *, started: bool) -> None:
+        """Record the trial as interrupted and queue its configuration to run first when the study resumes."""
+        self._finish(trial, TrialOutcome(INTERRUPTED, reason=INTERRUPTED), started=started)
+        trial.study.enqueue_trial(trial.params, user_attrs={records.RETRY_OF: trial.number})
 
     def _finish(self, trial: optuna.Trial, outcome: TrialOutcome, *, started: bool = True) -> None:
         """Record the outcome's attributes on the trial, tell the observers and the engine (Optuna records the
