@@ -367,38 +367,14 @@ def test_a_stale_trial_is_failed_with_its_reason_by_tuning_never_by_optuna_s_own
 # ---------------------------------------------------------------------------------------------- a signal in a finalizer
 
 
-class _SignalFromFinalizer(StudyObserver):
+class _Finalizer:
     """Sends Ctrl-C to this process from inside a ``__del__``, as happens when a signal arrives during garbage
     collection: Python runs the handler there and swallows its exception ("Exception ignored in ...")."""
 
-    def trial_finished(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
-        if trial.number == 0:
-            _Finalizer()
-
-
-class _Finalizer:
     def __del__(self) -> None:
         os.kill(os.getpid(), signal.SIGINT)
         for _ in range(10_000):  # the handler runs at the next check, still inside __del__
             pass
-
-
-@pytest.mark.slow
-def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study_and_prints_no_traceback(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    space = tiny_space(study={"name": "swallowed", "n_trials": 3, "seed": 0, "pruner": "none"})
-    unraisable: list[Any] = []  # what Python would print as "Exception ignored in ... Traceback"
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-
-    with pytest.raises(KeyboardInterrupt):
-        tuning.run(space, tracking=False, observers=[_SignalFromFinalizer()])
-
-    assert unraisable == []
-
-    storage = studies.open_storage("sqlite:///mlruns/optuna.db")
-    trials = optuna.load_study(study_name="swallowed", storage=storage).get_trials()
-    assert [t.state for t in trials] == [TrialState.COMPLETE]  # stopped after the trial the signal came in
 
 
 class _WrappedByCCode:
@@ -419,25 +395,33 @@ def _ctrl_c_as_system_error() -> None:
         raise SystemError("<built-in function __import__> returned a result with an exception set") from ctrl_c
 
 
-class _WrappedSignalFromFinalizer(StudyObserver):
+class _SignalFromFinalizer(StudyObserver):
+    """Makes a finalizer (``finalizer``, a class with a ``__del__``) run after the first trial."""
+
+    def __init__(self, finalizer: type) -> None:
+        self.finalizer = finalizer
+
     def trial_finished(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         if trial.number == 0:
-            _WrappedByCCode()
+            self.finalizer()
 
 
 @pytest.mark.slow
-def test_a_ctrl_c_that_c_code_wraps_in_its_own_error_in_a_finalizer_prints_no_traceback(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("finalizer", [_Finalizer, _WrappedByCCode], ids=["bare", "wrapped_by_c_code"])
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study_and_prints_no_traceback(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, finalizer: type
 ) -> None:
-    space = tiny_space(study={"name": "wrapped", "n_trials": 3, "seed": 0, "pruner": "none"})
-    unraisable: list[Any] = []  # what Python would print as a traceback
+    space = tiny_space(study={"name": "swallowed", "n_trials": 3, "seed": 0, "pruner": "none"})
+    unraisable: list[Any] = []  # what Python would print as "Exception ignored in ... Traceback"
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
 
     with pytest.raises(KeyboardInterrupt):
-        tuning.run(space, tracking=False, observers=[_WrappedSignalFromFinalizer()])
+        tuning.run(space, tracking=False, observers=[_SignalFromFinalizer(finalizer)])
 
     assert [u.exc_value for u in unraisable] == []
-    trials = optuna.load_study(study_name="wrapped", storage="sqlite:///mlruns/optuna.db").get_trials()
+
+    storage = studies.open_storage("sqlite:///mlruns/optuna.db")
+    trials = optuna.load_study(study_name="swallowed", storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE]  # stopped after the trial the signal came in
 
 

@@ -137,7 +137,7 @@ def caused_by_signal(exc: BaseException | None) -> bool:
     return False
 
 
-def interruption(exc: BaseException) -> Interrupted | None:
+def interruption(exc: Exception) -> Interrupted | None:
     """The :class:`Interrupted` that ``exc`` stands for, or ``None`` for a real error: a library error raised
     after a signal came (:data:`received`), or one a signal caused (:func:`caused_by_signal`), is the signal.
 
@@ -146,8 +146,6 @@ def interruption(exc: BaseException) -> Interrupted | None:
         >>> interruption(ValueError("a real error")) is None
         True
     """
-    if isinstance(exc, Interrupted):
-        return exc
     if received or caused_by_signal(exc):
         return Interrupted(received[-1] if received else signal.SIGINT)
     return None

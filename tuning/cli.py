@@ -129,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _COMMANDS[args.command](args, console)
         except Exception as exc:
-            if _signals.received or _signals.caused_by_signal(exc):  # a Ctrl-C that a library turned into an
-                raise KeyboardInterrupt from None  # error of its own (SQLAlchemy's "Can't reconnect until ...")
+            if _signals.interruption(exc) is not None:  # a Ctrl-C that a library turned into an error of its
+                raise KeyboardInterrupt from None  # own (SQLAlchemy's "Can't reconnect until ...", a SystemError)
             raise
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", None)
