@@ -144,19 +144,33 @@ def test_auto_precision_follows_the_hardware() -> None:
         policy, why = resolve_precision("auto", cpu_flags=flags)
         assert policy == expected and why.startswith("auto: ")
     assert resolve_precision("mixed_float16") == ("mixed_float16", "as set in train.precision")
+    assert resolve_precision("mixed_bfloat16", cpu_flags={"amx_bf16"}) == ("mixed_bfloat16",
+                                                                          "as set in train.precision")
+    policy, why = resolve_precision("mixed_bfloat16", cpu_flags={"avx512f", "avx2"})  # set, but nothing runs it
+    assert policy == "mixed_bfloat16" and "emulates it" in why and "set train.precision to auto" in why
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["auto", "mixed_bfloat16"])
 def test_the_precision_a_trial_trained_with_is_said_and_recorded(
-    workdir: Path, capsys: pytest.CaptureFixture[str]
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, precision: str
 ) -> None:
-    import tuning
-    from tuning.training import resolve_precision
+    import tensorflow as tf
 
-    study = tuning.run(tiny_space(train={"epochs": 1}, study={"n_trials": 1}), tracking=False)  # auto: the default
-    policy, why = resolve_precision("auto")
+    import tuning
+    from tuning.training import _precision, resolve_precision
+
+    if precision != "auto":  # a space written on a machine with bfloat16 units, run on one without
+        if tf.config.list_physical_devices("GPU"):
+            pytest.skip("a GPU runs bfloat16 on this machine")
+        monkeypatch.setattr(_precision, "_cpu_flags", lambda: frozenset({"avx512f", "avx2"}))
+    train = {"epochs": 1} if precision == "auto" else {"epochs": 1, "precision": precision}  # auto: the default
+    study = tuning.run(tiny_space(train=train, study={"n_trials": 1}), tracking=False)
+    policy, why = resolve_precision(precision)
     assert study.trials[0].user_attrs["precision"] == policy
     assert f"Precision: {policy} ({why})" in capsys.readouterr().err
+    if precision != "auto":
+        assert "emulates it" in why
 
 
 @pytest.mark.slow
