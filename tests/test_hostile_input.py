@@ -295,7 +295,9 @@ SHOWN = "evil\\x1b[2J\\x07[/]\\nname\\u202eabc"
 def stored_by_another_tool(workdir: Path) -> str:
     url = f"sqlite:///{workdir / 'other.db'}"
     study = optuna.create_study(study_name=STORED, storage=url, direction="maximize")
-    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+    # a parameter name and a choice with control characters too: the report's plots show them as labels
+    study.optimize(lambda t: t.suggest_float("x\x07", 0.0, 1.0) + len(t.suggest_categorical("c", ["a\x1b", "b"])),
+                   n_trials=6)
     return url
 
 
@@ -312,12 +314,14 @@ def test_studies_shows_a_stored_name_escaped_never_raw(
 
 @pytest.mark.parametrize("fmt", ["md", "csv", "latex", "html", "json"])
 def test_report_shows_a_stored_name_escaped_never_raw(
-    stored_by_another_tool: str, workdir: Path, capsys: pytest.CaptureFixture[str], fmt: str
+    stored_by_another_tool: str, workdir: Path, capsys: pytest.CaptureFixture[str], fmt: str,
+    recwarn: pytest.WarningsRecorder,
 ) -> None:
     code = main(["report", STORED, "--storage", stored_by_another_tool, "--format", fmt])
     out = capsys.readouterr().out
-    if fmt == "html":  # always a file, report.html in the current folder
+    if fmt == "html":  # always a file, report.html in the current folder, its plots drawn in it
         out = (workdir / "report.html").read_text()
+        assert not [str(w.message) for w in recwarn if "missing from font" in str(w.message)]  # drawn escaped
 
     assert code == 0
     assert not any(c in out for c in RAW)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuning import records
+from tuning.errors import printable
 from tuning.report._load import StudyView, as_view, state_of
 from tuning.report._tables import param_importance, sort_completed
 
@@ -135,7 +136,7 @@ def plot_param_importance(importance: pd.DataFrame, title: str = "Parameter impo
         return fig
     column = importance.columns[1]
     ordered = importance.iloc[::-1]
-    ax.barh(ordered["parameter"], ordered[column], color="C0")
+    ax.barh([printable(p) for p in ordered["parameter"]], ordered[column], color="C0")  # labels drawn later
     trials = importance.attrs.get("trials")
     if trials is not None:
         title += f" ({trials} trials{'' if importance.attrs.get('reliable', True) else ': not reliable'})"
@@ -256,7 +257,7 @@ def plot_parallel_coordinates(
         ax.axvline(x, color="black", linewidth=0.6)
         for pos, label in ticks[name]:
             ax.annotate(label, (x, pos), textcoords="offset points", xytext=(3, 0), fontsize=7, va="center")
-    ax.set_xticks(range(len(axes)), axes, rotation=20, ha="right", fontsize=8)
+    ax.set_xticks(range(len(axes)), [printable(a) for a in axes], rotation=20, ha="right", fontsize=8)
     ax.set_yticks([])
     title = f"Parallel coordinates: {view.name}"
     if data.attrs["of"] > len(axes):

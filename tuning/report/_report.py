@@ -92,7 +92,7 @@ class Report:
                 section.view, importance=section.tables["param_importance"]
             )
             figures[f"{key}.learning_curves"] = _plots.plot_learning_curves(section.view, top=min(self.top, 5))
-        return figures
+        return {key: _printable_figure(fig) for key, fig in figures.items()}
 
     def captions(self) -> dict[str, str]:
         """A sentence per plot, under the keys of :meth:`figures`: what it shows and how to read it.
@@ -321,6 +321,17 @@ def _printable_lines(text: str) -> str:
     """``text`` with every control character but its line breaks escaped (a study or parameter name, or a value
     stored by another tool, may hold ESC or U+202E): what a report prints or writes never drives a terminal."""
     return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def _printable_figure(fig: Figure) -> Figure:
+    """``fig`` with every text in it (titles, legends, annotations) escaped as :func:`_printable_lines` escapes a
+    report's text: a name stored by another tool shows ``\\x1b`` in a plot too, never a missing glyph. (Tick
+    labels of names are drawn only when the figure is saved: the plots escape those themselves.)"""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_text(printable(text.get_text()))
+    return fig
 
 
 def render(report: Report, fmt: str) -> str:
