@@ -312,6 +312,33 @@ def test_wrong_arrays_from_python_are_refused_before_anything_is_written(case: s
     assert list(workdir.iterdir()) == []
 
 
+@pytest.mark.parametrize(("given", "says"), [
+    ("mnist", "Received: the str 'mnist'"),  # the data set's name belongs in the space
+    (np.zeros((10, 28, 28)), "Received: one NumPy array of shape (10, 28, 28)"),
+    (iter([]), "Received: a builtins.list_iterator"),  # a stream, like a tf.data.Dataset
+])
+def test_data_that_is_not_arrays_is_refused_saying_what_it_is(given: object, says: str, workdir: Path) -> None:
+    with pytest.raises(DataError) as info:
+        tuning.run(tiny_space(), data=given)
+    message = str(info.value)
+    assert says in message and "Fix: pass NumPy arrays" in message, message
+    assert list(workdir.iterdir()) == []
+
+
+def test_arrays_in_keras_load_data_layout_are_checked_like_the_flat_ones(workdir: Path) -> None:
+    """``((x_train, y_train), (x_test, y_test))``, as ``keras.datasets.mnist.load_data()`` returns them, is read as
+    the four arrays: a negative label in it is refused with the same message as in the flat tuple."""
+    a = {**arrays(), "y_test": -np.ones(30, "int64")}
+    messages = []
+    for given in ((a["x_train"], a["y_train"], a["x_test"], a["y_test"]),
+                  ((a["x_train"], a["y_train"]), (a["x_test"], a["y_test"]))):
+        with pytest.raises(DataError) as info:
+            tuning.run(tiny_space(), data=given)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and "y_test[0] = -1" in messages[1]
+    assert list(workdir.iterdir()) == []
+
+
 def test_wrong_data_in_tuning_data_dir_names_the_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     file = write_npz(workdir / "data" / "mnist.npz", y_test=-np.ones(30, "int64"))
     (workdir / "space.yaml").write_text(yaml.safe_dump(tiny_space()))

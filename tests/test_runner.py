@@ -178,15 +178,18 @@ def test_median_pruner_prunes_a_trial_that_learns_slower(workdir: Path) -> None:
     assert records.TEST_ACCURACY not in slow.user_attrs  # the test set is for completed trials only
 
 
+@pytest.mark.parametrize("layout", ["mapping", "keras"])
 def test_data_arrays_and_build_fn_from_python(
-    workdir: Path, mnist_dir: str | None, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, mnist_dir: str | None, monkeypatch: pytest.MonkeyPatch, layout: str
 ) -> None:
     import keras
 
     if mnist_dir is None:
         pytest.skip("needs a local mnist.npz")
     with np.load(Path(mnist_dir) / "mnist.npz") as npz:
-        arrays = {k: npz[k][:600] for k in ("x_train", "y_train", "x_test", "y_test")}
+        arrays: Any = {k: npz[k][:600] for k in ("x_train", "y_train", "x_test", "y_test")}
+    if layout == "keras":  # as keras.datasets.mnist.load_data() returns them
+        arrays = ((arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]))
     monkeypatch.delenv("TUNING_DATA_DIR")  # only the arrays passed below are used
     built: list[TrialConfig] = []
 

@@ -2,7 +2,8 @@
 
 Where the arrays come from, in this order:
 
-1. arrays passed from Python (``run(space, data=(x_train, y_train, x_test, y_test))``);
+1. arrays passed from Python (``run(space, data=(x_train, y_train, x_test, y_test))``, or as
+   ``keras.datasets.mnist.load_data()`` returns them);
 2. ``data.path`` in the space: an ``.npz`` file, or a folder holding ``<dataset>.npz``;
 3. the folder named by the environment variable ``TUNING_DATA_DIR`` holding ``<dataset>.npz``;
 4. ``keras.datasets.<dataset>.load_data()``, which downloads on machines with internet.
@@ -108,7 +109,8 @@ def from_arrays(
     seed: int = 0,
     source: str = "the arrays passed as data",
 ) -> Dataset:
-    """Build a :class:`Dataset` from ``(x_train, y_train, x_test, y_test)`` or a mapping with those keys.
+    """Build a :class:`Dataset` from ``(x_train, y_train, x_test, y_test)``, Keras's ``((x_train, y_train),
+    (x_test, y_test))`` (what ``keras.datasets.mnist.load_data()`` returns) or a mapping with those keys.
 
     The arrays are checked first (see the module docstring); ``source`` names them in the messages. The
     training set is shuffled with ``seed``; ``train_size`` images are kept (all when ``None``) and
@@ -123,6 +125,7 @@ def from_arrays(
     Raises:
         DataError: an array is missing, has the wrong shape or type, or holds values no model can learn from.
     """
+    arrays = _four(arrays)
     if isinstance(arrays, Mapping):
         missing = [k for k in _KEYS if k not in arrays]
         if missing:
@@ -163,6 +166,28 @@ def from_arrays(
         y_test=y_test,
         name=name,
     )
+
+
+def _four(arrays: Any) -> Sequence[Any] | Mapping[str, Any]:
+    """``arrays`` as given, or Keras's ``((x_train, y_train), (x_test, y_test))`` (what ``load_data()`` returns)
+    as four; anything that is not a sequence or mapping of arrays is refused, saying what it is."""
+    if isinstance(arrays, Mapping):
+        return arrays
+    if isinstance(arrays, str | bytes) or not isinstance(arrays, Sequence):
+        if isinstance(arrays, np.ndarray):
+            what = f"one NumPy array of shape {arrays.shape}"
+        elif isinstance(arrays, str | bytes):
+            what = f"the {type(arrays).__name__} {arrays[:60]!r}"
+        else:
+            what = f"a {type(arrays).__module__}.{type(arrays).__qualname__}"
+        raise DataError(
+            f"data must be four arrays (x_train, y_train, x_test, y_test) or a mapping with those keys. Received: "
+            f"{what}. Fix: pass NumPy arrays, e.g. keras.datasets.mnist.load_data() as it returns them "
+            "(a tf.data.Dataset is not read), or leave data out and name the data set in the space's data section."
+        )
+    pairs = len(arrays) == 2 and all(isinstance(p, Sequence) and not isinstance(p, str | bytes) and len(p) == 2
+                                     for p in arrays)
+    return [*arrays[0], *arrays[1]] if pairs else arrays
 
 
 def load(

@@ -86,7 +86,8 @@ def run(
         build_fn: your own ``build_fn(config) -> keras.Model``, used instead of the ``model`` section.
         hypermodel: a KerasTuner ``build(hp)`` function or ``keras_tuner.HyperModel`` (for a space whose
             ``model`` section is ``{family: hypermodel}``); its ``hp`` values are drawn by each Optuna trial.
-        data: arrays ``(x_train, y_train, x_test, y_test)``, a mapping with those keys, or a
+        data: arrays ``(x_train, y_train, x_test, y_test)``, Keras's ``((x_train, y_train), (x_test, y_test))``
+            (as ``keras.datasets.mnist.load_data()`` returns them), a mapping with those keys, or a
             :class:`tuning.data.Dataset`, used instead of the ``data`` section's data set.
         data_dir: a folder holding ``<dataset>.npz``, looked in instead of ``$TUNING_DATA_DIR``.
         n_jobs: trials run at once in threads (default: ``study.n_jobs``).
