@@ -40,6 +40,10 @@ def _file(name: str, content: str | bytes = "") -> Callable[[Path], None]:
     return setup
 
 
+def _folder(name: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).mkdir(parents=True)
+
+
 CASES: dict[str, Case] = {
     # The space file.
     "space file missing": Case(["run", "nope.yaml"], ["search-space file not found", "nope.yaml"]),
@@ -92,6 +96,11 @@ CASES: dict[str, Case] = {
                               ["an in-memory SQLite storage keeps nothing", "sqlite:///:memory:"]),
     "studies of a missing storage": Case(["studies", "--storage", "sqlite:///missing.db"],
                                          ["does not exist", "sqlite:///missing.db"]),
+    "storage is a folder": Case(["run", GOOD, "--storage", "sqlite:///runs"],
+                                ["SQLite storage is a folder", "sqlite:///runs", "sqlite:///runs/optuna.db"],
+                                _folder("runs")),
+    "studies of a folder": Case(["studies", "--storage", "sqlite:///runs"],
+                                ["SQLite storage is a folder", "sqlite:///runs/optuna.db"], _folder("runs")),
     "report without a study": Case(["report", "nosuch"], ["does not exist", "optuna.db"]),
     "report target not a number": Case(["report", "nosuch", "--target", "nan"], ["--target must be a finite number"]),
     "report folder under a file": Case(["report", "nosuch", "--out", "notes.txt/report"],

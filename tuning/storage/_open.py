@@ -154,7 +154,7 @@ def check_writable(url: str) -> None:
         folder = Path(".")  # mlruns/ is created later, in the working directory
     shown = redact_url(url)
     if path.is_dir():
-        raise StorageError(f"the SQLite storage is a folder. Received: {shown}. Fix: name a file inside it.")
+        raise _a_folder(path, shown)
     if path.exists():
         if not os.access(path, os.R_OK | os.W_OK) or not _can_write_in(folder):
             raise StorageError(
@@ -231,6 +231,8 @@ def open_read_only(url: str | None = None) -> optuna.storages.RDBStorage:
     path = sqlite_path(url)
     kwargs: dict[str, Any] = {}
     if path is not None:
+        if path.is_dir():
+            raise _a_folder(path, shown)
         if not path.is_file():
             raise StorageError(
                 f"the Optuna storage file does not exist. Received: {shown} (looked for {path.resolve()}). "
@@ -431,6 +433,14 @@ def _sqlite_tables(path: Path, shown: str) -> set[str]:
             "Fix: restore it from a backup, or pass --storage with a new file name."
         ) from None
     return {name for (name,) in rows}
+
+
+def _a_folder(path: Path, shown: str) -> StorageError:
+    """The error for a SQLite storage URL that names a folder: the file to name instead."""
+    return StorageError(
+        f"the SQLite storage is a folder, not a file. Received: {shown}. "
+        f"Fix: name the database file inside it, for example sqlite:///{(path / 'optuna.db').as_posix()}."
+    )
 
 
 def _not_sqlite(path: Path, shown: str) -> StorageError:
