@@ -173,21 +173,24 @@ def _four(arrays: Any) -> Sequence[Any] | Mapping[str, Any]:
     as four; anything that is not a sequence or mapping of arrays is refused, saying what it is."""
     if isinstance(arrays, Mapping):
         return arrays
-    if isinstance(arrays, str | bytes) or not isinstance(arrays, Sequence):
-        if isinstance(arrays, np.ndarray):
-            what = f"one NumPy array of shape {arrays.shape}"
-        elif isinstance(arrays, str | bytes):
-            what = f"the {type(arrays).__name__} {arrays[:60]!r}"
-        else:
-            what = f"a {type(arrays).__module__}.{type(arrays).__qualname__}"
-        raise DataError(
-            f"data must be four arrays (x_train, y_train, x_test, y_test) or a mapping with those keys. Received: "
-            f"{what}. Fix: pass NumPy arrays, e.g. keras.datasets.mnist.load_data() as it returns them "
-            "(a tf.data.Dataset is not read), or leave data out and name the data set in the space's data section."
-        )
-    pairs = len(arrays) == 2 and all(isinstance(p, Sequence) and not isinstance(p, str | bytes) and len(p) == 2
-                                     for p in arrays)
-    return [*arrays[0], *arrays[1]] if pairs else arrays
+    if _is_sequence(arrays):
+        keras_pairs = len(arrays) == 2 and all(_is_sequence(p) and len(p) == 2 for p in arrays)
+        return [*arrays[0], *arrays[1]] if keras_pairs else arrays
+    if isinstance(arrays, np.ndarray):
+        what = f"one NumPy array of shape {arrays.shape}"
+    elif isinstance(arrays, str | bytes):
+        what = f"the {type(arrays).__name__} {arrays[:60]!r}"
+    else:
+        what = f"a {type(arrays).__module__}.{type(arrays).__qualname__}"
+    raise DataError(
+        f"data must be four arrays (x_train, y_train, x_test, y_test) or a mapping with those keys. Received: "
+        f"{what}. Fix: pass NumPy arrays, e.g. keras.datasets.mnist.load_data() as it returns them "
+        "(a tf.data.Dataset is not read), or leave data out and name the data set in the space's data section."
+    )
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
 def load(
