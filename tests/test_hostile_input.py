@@ -215,8 +215,9 @@ def test_a_bad_sampler_or_pruner_value_alone_is_refused_by_validate(
 
 
 def test_good_sampler_and_pruner_options_still_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = GOOD + ("study:\n  sampler: {type: tpe, n_startup_trials: 5, multivariate: true, prior_weight: 1.0}\n"
-                   "  pruner: {type: patient, patience: 1, wrapped: {type: hyperband, max_resource: auto}}\n")
+    text = GOOD + ("study:\n  sampler: {type: tpe, n_startup_trials: 5, multivariate: true, n_ei_candidates: 12}\n"
+                   "  pruner: {type: patient, patience: 1, min_delta: 0.001, "
+                   "wrapped: {type: hyperband, max_resource: auto}}\n")
     code, out, err = _cli(capsys, "validate", _space_file(tmp_path, text))
     assert code == 0, err
 
