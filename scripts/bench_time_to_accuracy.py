@@ -44,7 +44,8 @@ accuracy is logged with its time, and the contender is stopped at the budget. Pr
    is the toolkit's defaults' (goal <= 0.5).
 
 Usage: python scripts/bench_time_to_accuracy.py [--space cnn|mlp] [--budget 300] [--seeds 0 1 2 3 4]
-                                                [--contenders a,b,...] [--plot FILE.png] [--data-dir DIR]
+                                                [--contenders a,b,...] [--plot FILE.png] [--target ACCURACY]
+                                                [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def seconds_to(curve: list[tuple[float, float]], target: float) -> float | None:
 
 
 def plot(results: list[dict[str, Any]], names: list[str], budget: float, target: float | None, path: Path,
-         title: str) -> None:
+         title: str, target_source: str = f"{TARGET_FROM}'s median best") -> None:
     """The median best-so-far curve of each contender against time, with the band between its seeds' extremes."""
     import matplotlib
 
@@ -282,7 +283,7 @@ def plot(results: list[dict[str, Any]], names: list[str], budget: float, target:
                           color=line.get_color())
         finals.append(median[-1])
     if target is not None:
-        axes.axhline(target, color="black", linestyle=":", label=f"target {target:.4f} ({TARGET_FROM}'s median best)")
+        axes.axhline(target, color="black", linestyle=":", label=f"target {target:.4f} ({target_source})")
     axes.set_ylim(max(0.0, min(finals) - 0.04), min(1.0, max(finals) + 0.01))  # the part where they differ
     axes.set_xlabel("seconds (each contender's own clock, TensorFlow imported and data loaded)")
     axes.set_ylabel("best validation accuracy so far")
@@ -301,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--contenders", default="toolkit,kt_hyperband")
     parser.add_argument("--plot", help="where to write the PNG plot (default: in the logs folder)")
+    parser.add_argument("--target", type=float,
+                        help=f"a fixed target accuracy instead of {TARGET_FROM}'s median final best (when comparing "
+                             f"toolkit contenders without running {TARGET_FROM}: an earlier run's target)")
     parser.add_argument("--data-dir", default=os.environ.get("TUNING_DATA_DIR"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -328,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
                   + " ".join(f"{best_at(r['curve'], c):.4f}" for c in marks), flush=True)
 
     theirs = [r["best"] for r in results if r["contender"] == TARGET_FROM]
-    target = statistics.median(theirs) if theirs else None
-    print(f"\ntarget: {TARGET_FROM}'s median final best, {target:.4f}" if target is not None else
-          f"\nno target: {TARGET_FROM} did not run")
+    target = args.target if args.target is not None else statistics.median(theirs) if theirs else None
+    print(f"\ntarget: {target:.4f} (--target)" if args.target is not None else
+          f"\ntarget: {TARGET_FROM}'s median final best, {target:.4f}" if target is not None else
+          f"\nno target: {TARGET_FROM} did not run (--target sets one)")
     print("per contender over the seeds: median [lowest, highest] best so far; seconds to the target (median, a "
           "run that never reached it counts as the budget), and how many reached it")
     for name in names:
@@ -350,9 +355,10 @@ def main(argv: list[str] | None = None) -> int:
 
     path = Path(args.plot) if args.plot else folder / f"best_so_far_{args.space}.png"
     plot(results, names, args.budget, target, path,
-         f"Best so far, {args.space} space, {len(args.seeds)} seeds × {args.budget:g} s")
+         f"Best so far, {args.space} space, {len(args.seeds)} seeds × {args.budget:g} s",
+         *(["--target"] if args.target is not None else []))
     print(f"plot: {path}")
-    if target is not None:  # the toolkit's defaults last: the last line is the goal's
+    if args.target is None and theirs:  # the toolkit's defaults last: the last line is the goal's
         for name in sorted((n for n in names if n != TARGET_FROM), key=lambda n: n == "toolkit"):
             ratios = []
             for seed in args.seeds:
