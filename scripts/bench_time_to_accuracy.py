@@ -15,7 +15,8 @@ Contenders (each a fresh process, each with the same wall-clock budget, default 
 - ``optuna_tpe``: the same through the toolkit, set as plain Optuna and Keras run: TPE, the median pruner,
   float32 and a constant learning rate set explicitly; ``tpe_hyperband``: TPE, Optuna's own Hyperband pruner,
   float32, constant rate; ``tpe_startup5``: the defaults with 5 random trials before TPE models (not 10);
-  ``median_startup2``: the defaults with a median pruner that prunes once 2 trials have finished (not 5);
+  ``median_startup2``: the median pruner comparing once 2 trials have finished, written out (the default since
+  2026-12-04); ``median_startup5``: Optuna's median pruner as it comes, waiting for 5 (the default before);
   ``toolkit_constant``: the defaults with a constant learning rate;
 - ``kt_hyperband``, ``kt_bayesian``, ``kt_random``: KerasTuner's ``Hyperband`` (``max_epochs`` 6, factor 3),
   ``BayesianOptimization`` and ``RandomSearch`` on the equivalent ``build(hp)``, run as KerasTuner's users run
@@ -65,8 +66,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("toolkit", "toolkit_sh", "toolkit_sh_stop", "toolkit_hyperband", "toolkit_dehb", "optuna_tpe",
-              "tpe_hyperband", "tpe_startup5", "median_startup2", "toolkit_constant", "kt_hyperband", "kt_bayesian",
-              "kt_random")
+              "tpe_hyperband", "tpe_startup5", "median_startup2", "median_startup5", "toolkit_constant",
+              "kt_hyperband", "kt_bayesian", "kt_random")
 #: The toolkit contenders that set some of what the toolkit's defaults choose: each one's ``study`` and
 #: ``train`` entries (the rest of the space is the same for all).
 EXPLICIT: dict[str, dict[str, dict[str, Any]]] = {
@@ -81,6 +82,7 @@ EXPLICIT: dict[str, dict[str, dict[str, Any]]] = {
                       "train": {"precision": "float32", "schedule": "constant"}},
     "tpe_startup5": {"study": {"sampler": {"type": "tpe", "n_startup_trials": 5}}},
     "median_startup2": {"study": {"pruner": {"type": "median", "n_startup_trials": 2}}},
+    "median_startup5": {"study": {"pruner": "median"}},
     "toolkit_constant": {"train": {"schedule": "constant"}},
 }
 TARGET_FROM = "kt_hyperband"  # whose median final best is the target
