@@ -178,6 +178,29 @@ def test_median_pruner_prunes_a_trial_that_learns_slower(workdir: Path) -> None:
     assert records.TEST_ACCURACY not in slow.user_attrs  # the test set is for completed trials only
 
 
+@pytest.mark.parametrize("pruner", ["default", "median"])
+def test_the_default_pruner_compares_from_the_third_trial_and_optunas_median_from_the_sixth(
+    workdir: Path, pruner: str
+) -> None:
+    space = tiny_space(
+        model={"depth": 1, "width": 32, "dropout": 0.0},
+        train={"epochs": 2, "learning_rate": [0.003, 0.005, 0.00001]},
+        study={"name": pruner, "n_trials": 3, "pruner": pruner, "enqueue": [
+            {"train.learning_rate": 0.003}, {"train.learning_rate": 0.005}, {"train.learning_rate": 0.00001}]},
+    )
+    if pruner == "default":
+        del space["study"]["pruner"]
+    study = tuning.run(space, storage=storage_of(workdir), tracking=False)
+    first, second, slow = study.get_trials()
+    assert first.state == second.state == TrialState.COMPLETE
+    if pruner == "default":  # two finished trials are enough to compare with
+        assert slow.state == TrialState.PRUNED and sorted(slow.intermediate_values) == [1]
+        assert "pruned by the median pruner at epoch 1" in slow.user_attrs[records.REASON]
+    else:  # Optuna's MedianPruner as it comes waits for 5 finished trials
+        assert slow.state == TrialState.COMPLETE and sorted(slow.intermediate_values) == [1, 2]
+    assert slow.intermediate_values[1] < min(first.intermediate_values[1], second.intermediate_values[1])
+
+
 @pytest.mark.parametrize("layout", ["mapping", "keras"])
 def test_data_arrays_and_build_fn_from_python(
     workdir: Path, mnist_dir: str | None, monkeypatch: pytest.MonkeyPatch, layout: str

@@ -104,6 +104,9 @@ def test_defaults_are_filled_per_family() -> None:
     space = SearchSpace.from_dict(mlp())
     assert space.study.name == space.default_name() and space.study.enqueue == ()  # a dict: named by its hash
     assert space.study == StudySpec(name=space.default_name())
+    # Optuna's median pruner comparing from the third trial; `pruner: median` written is Optuna's as it comes
+    assert space.study.pruner == {"type": "median", "n_startup_trials": 2}
+    assert SearchSpace.from_dict(mlp() | {"study": {"pruner": "median"}}).study.pruner == {"type": "median"}
     assert space.data == DataSpec()
 
 

@@ -98,6 +98,10 @@ PRUNER_CLASSES = {
     "patient": "PatientPruner",
     "none": "NopPruner",
 }
+#: ``study.pruner`` when the space sets none: Optuna's median pruner, but comparing from the third trial on, not
+#: the sixth. With Optuna's ``n_startup_trials=5`` the first five trials train every epoch whatever their curve, which
+#: in a study of a few minutes is most of it (docs/results/time_to_accuracy/README.md measures both).
+DEFAULT_PRUNER: dict[str, Any] = {"type": "median", "n_startup_trials": 2}
 #: ``study.tuner`` type under ``study.engine: keras_tuner`` → the KerasTuner tuner class name.
 TUNER_CLASSES = {"hyperband": "Hyperband", "random": "RandomSearch", "bayesian": "BayesianOptimization"}
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "tanh", "sigmoid", "swish", "leaky_relu", "softplus")

@@ -540,7 +540,7 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
     kt = values.get("engine") == "keras_tuner"  # whose sampler may be null (removed), see _engine
     sampler = _typed(raw.get("sampler") or "tpe" if kt else raw.get("sampler", "tpe"), S.SAMPLERS, "study.sampler",
                      errs)
-    pruner = _typed(raw.get("pruner", "median"), S.PRUNERS, "study.pruner", errs)
+    pruner = _typed(raw.get("pruner", S.DEFAULT_PRUNER), S.PRUNERS, "study.pruner", errs)
     if pruner is not None and len(objectives) > 1 and pruner["type"] != "none":
         if "pruner" in raw:
             errs.add("study.pruner", "Optuna cannot prune a multi-objective study", received=pruner["type"],
@@ -559,7 +559,7 @@ def _study(raw: Mapping[str, Any], objectives: tuple[Objective, ...], specs: dic
             _optuna_options(sampler, "sampler", "study.sampler", errs)
         if pruner is not None:
             _optuna_options(pruner, "pruner", "study.pruner", errs)
-    return StudySpec(sampler=sampler or {"type": "tpe"}, pruner=pruner or {"type": "median"}, enqueue=enqueue,
+    return StudySpec(sampler=sampler or {"type": "tpe"}, pruner=pruner or dict(S.DEFAULT_PRUNER), enqueue=enqueue,
                      tuner=tuner, stop_after=stop_after, **values)
 
 

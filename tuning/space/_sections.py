@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tuning import schema as S
+
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -53,7 +55,7 @@ class StudySpec:
     engine: str = "optuna"
     tuner: dict[str, Any] | None = None
     sampler: dict[str, Any] = field(default_factory=lambda: {"type": "tpe"})
-    pruner: dict[str, Any] = field(default_factory=lambda: {"type": "median"})
+    pruner: dict[str, Any] = field(default_factory=lambda: dict(S.DEFAULT_PRUNER))
     n_trials: int = 20
     timeout: float | None = None
     seed: int | None = 0
