@@ -543,6 +543,9 @@ def test_describe() -> None:
     assert re.search(r"^  model\.dropout +float, step 0\.1 +0 … 0\.6$", text, re.M)
     assert "model.family=cnn" in text and "model.activation=relu" in text and "train.optimizer=adam" in text
     assert lines[-1] == "  study: sampler tpe, pruner median, 30 trials, seed 0, 1 enqueued configuration"
+    # the default pruner differs from `pruner: median` (written above) only in its options, which are shown
+    assert SearchSpace.from_dict(mlp()).describe().splitlines()[-1].startswith(
+        "  study: sampler tpe, pruner median (n_startup_trials 2), 20 trials")
     assert all(len(line) <= 110 for line in lines[1:])
     pytorch = SearchSpace.from_yaml(SPACES / "pytorch_cnn.yaml").describe()
     assert "model.kernel_size=[5, 5, 3] (per layer)" in pytorch and "4 parameters" in pytorch

@@ -381,17 +381,28 @@ class SearchSpace:
         extra = f", timeout {format_value(st.timeout)} s" if st.timeout is not None else ""
         n_enq = len(st.enqueue)
         if st.tuner is not None:
-            options = [f"{k} {'null' if v is None else format_value(v)}" for k, v in st.tuner.items() if k != "type"]
-            if st.tuner["type"] == "hyperband":  # train.epochs is then Hyperband's, not a parameter
-                options.append(f"max_epochs {self.max_epochs()} from train.epochs")
-            listed = f" ({', '.join(options)})" if options else ""
-            how = f"engine keras_tuner, tuner {st.tuner['type']}{listed}"
-        else:
-            how = f"sampler {st.sampler['type']}, pruner {st.pruner['type']}"
+            extra_option = [f"max_epochs {self.max_epochs()} from train.epochs"] if st.tuner["type"] == "hyperband" \
+                else []  # train.epochs is then Hyperband's, not a parameter
+            how = f"engine keras_tuner, tuner {_with_options(st.tuner, extra_option)}"
+        else:  # with their options: the default pruner and `pruner: median` differ only there
+            how = f"sampler {_with_options(st.sampler)}, pruner {_with_options(st.pruner)}"
         lines.append(f"  study: {how}, {trials}{extra}, "
                      f"seed {st.seed if st.seed is not None else 'random'}, "
                      f"{n_enq} enqueued configuration{'s' if n_enq != 1 else ''}")
         return "\n".join(lines)
+
+
+def _with_options(spec: Mapping[str, Any], extra: list[str] | None = None) -> str:
+    """A sampler, pruner or tuner and the options the space gave it, as ``describe`` prints it.
+
+    Example:
+        >>> _with_options({"type": "median", "n_startup_trials": 2})
+        'median (n_startup_trials 2)'
+    """
+    options = [f"{k} {'null' if v is None else _with_options(v) if isinstance(v, Mapping) else format_value(v)}"
+               for k, v in spec.items() if k != "type"]  # a mapping: the patient pruner's wrapped pruner
+    options += extra or []
+    return f"{spec['type']} ({', '.join(options)})" if options else str(spec["type"])
 
 
 class _Draw:
