@@ -266,7 +266,7 @@ def seconds_to(curve: list[tuple[float, float]], target: float) -> float | None:
 
 
 def plot(results: list[dict[str, Any]], names: list[str], budget: float, target: float | None, path: Path,
-         title: str, target_source: str = f"{TARGET_FROM}'s median best") -> None:
+         title: str, target_source: str) -> None:
     """The median best-so-far curve of each contender against time, with the band between its seeds' extremes."""
     import matplotlib
 
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.plot) if args.plot else folder / f"best_so_far_{args.space}.png"
     plot(results, names, args.budget, target, path,
          f"Best so far, {args.space} space, {len(args.seeds)} seeds × {args.budget:g} s",
-         *(["--target"] if args.target is not None else []))
+         target_source="--target" if args.target is not None else f"{TARGET_FROM}'s median best")
     print(f"plot: {path}")
     if args.target is None and theirs:  # the toolkit's defaults last: the last line is the goal's
         for name in sorted((n for n in names if n != TARGET_FROM), key=lambda n: n == "toolkit"):
